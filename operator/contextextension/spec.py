@@ -1,0 +1,252 @@
+"""The ContextExtension spec and status models; the CRD is generated from these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from longreach.operator.common import (
+    Model,
+    OutputSpec,
+    Placement,
+    Quantity,
+    StatusBase,
+    Tokens,
+    rule,
+)
+
+KIND = "ContextExtension"
+PLURAL = "contextextensions"
+SHORT_NAMES = ["ctxext"]
+
+RopeType = Literal["default", "linear", "dynamic", "yarn", "llama3", "longrope"]
+
+
+class ModelSource(Model):
+    """The base model: exactly one of uri and name."""
+
+    uri: str | None = None
+    """A Hugging Face model folder: s3://bucket/prefix, file:///abs/path or a plain local path."""
+    name: str | None = None
+    """A Hugging Face hub id, where the cluster can reach the hub."""
+
+    @rule("has(self.uri) != has(self.name)", "set exactly one of model.uri and model.name")
+    def _one_of(self) -> bool:
+        return (self.uri is None) != (self.name is None)
+
+
+class DataSource(Model):
+    """The training data: exactly one of dataMixtureRef and uri."""
+
+    dataMixtureRef: str | None = None
+    """Name of a DataMixture in the same namespace; training waits until it has succeeded."""
+    uri: str | None = None
+    """The output location of a DataMixture (the folder with manifest.json)."""
+
+    @rule(
+        "has(self.dataMixtureRef) != has(self.uri)",
+        "set exactly one of data.dataMixtureRef and data.uri",
+    )
+    def _one_of(self) -> bool:
+        return (self.dataMixtureRef is None) != (self.uri is None)
+
+
+class RopeSpec(Model):
+    """How RoPE changes: a larger base (theta), or a rope_scaling type of transformers."""
+
+    theta: float | None = Field(default=None, gt=0)
+    """New RoPE base, e.g. 2000000 (the paper's effective base is about 2.08e6)."""
+    type: RopeType = "default"
+    """default (theta only), linear, dynamic, yarn, llama3 or longrope."""
+    factor: float | None = Field(default=None, gt=0)
+    """Scaling factor for the scaling types, e.g. 8."""
+    originalMaxPositionEmbeddings: int | None = Field(default=None, ge=1)
+    """Context length the base model was trained at; default: the model's max_position_embeddings."""
+    parameters: dict[str, float] = {}
+    """Further keys of the type, as transformers names them (e.g. low_freq_factor, beta_fast)."""
+
+    @rule(
+        "self.type == 'default' || has(self.factor)",
+        "rope types other than default need a factor, e.g. {type: yarn, factor: 8}",
+        "factor",
+    )
+    def _scaling_needs_factor(self) -> bool:
+        return self.type == "default" or self.factor is not None
+
+    @rule(
+        "self.type != 'default' || has(self.theta)",
+        "set rope.theta (e.g. 2000000), or a rope.type with a factor",
+        "theta",
+    )
+    def _default_needs_theta(self) -> bool:
+        return self.type != "default" or self.theta is not None
+
+
+class TrainingSpec(Model):
+    """Optimisation settings (the paper's by default)."""
+
+    tokens: Tokens
+    """Training tokens, e.g. 5B (500M already gives most of the gain)."""
+    batchTokens: Tokens = 4_000_000
+    """Tokens per optimizer step, e.g. 4M; rounded down to whole sequences across ranks."""
+    learningRate: float = Field(default=2.0e-5, gt=0, le=1)
+    """Peak learning rate of AdamW."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """constant (the paper's) or cosine decay to minLearningRate."""
+    warmupSteps: int = Field(default=0, ge=0)
+    """Linear warm-up steps."""
+    minLearningRate: float = Field(default=0.0, ge=0)
+    """Final learning rate of the cosine schedule."""
+    weightDecay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    gradientClipping: float = Field(default=1.0, ge=0)
+    """Global gradient-norm clip; 0 disables."""
+    microBatchSize: int = Field(default=1, ge=1)
+    """Sequences per GPU per forward pass."""
+    seed: int = 42
+    """Seed of data order and initialisation of anything new."""
+
+
+class DeepSpeedSpec(Model):
+    """How DeepSpeed shards the work."""
+
+    zeroStage: Literal[0, 1, 2, 3] = 3
+    """ZeRO stage 0-3 (the paper: 3)."""
+    offloadOptimizer: bool = True
+    """Keep optimizer state in CPU memory (the paper's setting)."""
+    activationCheckpointing: bool = True
+    """Recompute activations in the backward pass to save memory."""
+    sequenceParallel: int = Field(default=1, ge=1)
+    """DeepSpeed-Ulysses degree: GPUs that share one sequence."""
+
+
+class TrainResources(Model):
+    """The GPU pods."""
+
+    nodes: int = Field(default=1, ge=1, le=1024)
+    """Pods (one per node), each running one process per GPU."""
+    gpusPerNode: int = Field(default=8, ge=0, le=64)
+    """GPUs per pod; 0 trains on CPU (tests, laptops)."""
+    cpu: Quantity = "32"
+    """CPU request per pod."""
+    memory: Quantity = "256Gi"
+    """Memory request per pod (optimizer offload lives here)."""
+    gpuMemoryGiB: float = Field(default=80, gt=0)
+    """Memory of one GPU in GiB, for the planner's fit check."""
+
+
+class CheckpointSpec(Model):
+    """When to checkpoint and how many to keep."""
+
+    everySteps: int = Field(default=50, ge=1)
+    """Save a resumable checkpoint every this many steps."""
+    keep: int = Field(default=2, ge=1)
+    """Newest checkpoints kept; older ones are deleted."""
+
+
+class ContextExtensionSpec(Placement):
+    """A continual-pretraining run."""
+
+    model: ModelSource
+    """The base model."""
+    data: DataSource
+    """The training data."""
+    sequenceLength: int = Field(ge=128, le=4194304)
+    """Training sequence length, e.g. 81920."""
+    rope: RopeSpec
+    """The RoPE change."""
+    training: TrainingSpec
+    """Optimisation settings."""
+    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
+    """DeepSpeed settings."""
+    resources: TrainResources = TrainResources()
+    """Pods and GPUs."""
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    """Checkpoint cadence."""
+    output: OutputSpec
+    """Where checkpoints/, final/ and metrics.jsonl go."""
+    maxRestarts: int = Field(default=10, ge=0)
+    """Gang restarts of the whole JobSet before the run fails; each resumes from the last checkpoint."""
+
+    @rule(
+        "self.sequenceLength % self.deepspeed.sequenceParallel == 0",
+        "sequenceLength must be divisible by deepspeed.sequenceParallel",
+        "sequenceLength",
+    )
+    def _sp_divides_length(self) -> bool:
+        return self.sequenceLength % self.deepspeed.sequenceParallel == 0
+
+    @rule(
+        "self.resources.gpusPerNode == 0 || (self.resources.nodes * self.resources.gpusPerNode) % self.deepspeed.sequenceParallel == 0",
+        "deepspeed.sequenceParallel must divide the number of GPUs (resources.nodes × resources.gpusPerNode)",
+        "deepspeed.sequenceParallel",
+    )
+    def _sp_divides_world(self) -> bool:
+        world = self.resources.nodes * self.resources.gpusPerNode
+        return world == 0 or world % self.deepspeed.sequenceParallel == 0
+
+    def world_size(self) -> int:
+        """Training processes: one per GPU, or one per node when training on CPU."""
+        return self.resources.nodes * max(self.resources.gpusPerNode, 1)
+
+
+class TrainProgress(Model):
+    """How far training is."""
+
+    step: int = 0
+    """Optimizer steps done."""
+    totalSteps: int = 0
+    """Optimizer steps planned."""
+    tokensSeen: int = 0
+    """Training tokens consumed."""
+    loss: float = 0
+    """Loss of the last step."""
+    tokensPerSecond: float = 0
+    """Training throughput over the last steps."""
+    percent: float = 0
+    """Share of the steps done, 0-100."""
+
+
+class CheckpointRef(Model):
+    """A complete checkpoint."""
+
+    step: int = 0
+    """Step of the checkpoint."""
+    uri: str = ""
+    """Where it is."""
+
+
+class TrainResult(Model):
+    """What training produced."""
+
+    uri: str = ""
+    """The final Hugging Face model folder."""
+    loss: float = 0
+    """Final training loss."""
+    validationLoss: dict[str, float] = {}
+    """Validation loss by position bucket, e.g. {"1K": 2.1, "16K": 1.9}."""
+
+
+class ContextExtensionStatus(StatusBase):
+    """The observed state of a ContextExtension."""
+
+    progress: TrainProgress = TrainProgress()
+    """Progress of training."""
+    lastCheckpoint: CheckpointRef = CheckpointRef()
+    """The newest complete checkpoint; every restart resumes from it."""
+    result: TrainResult = TrainResult()
+    """The trained model, once it succeeded."""
+
+
+class TrainJobConfig(Model):
+    """What the training job reads from its config file."""
+
+    name: str
+    """The ContextExtension's name."""
+    namespace: str = "default"
+    """The ContextExtension's namespace."""
+    spec: ContextExtensionSpec
+    """The resource's spec, defaults filled in."""
+    dataUri: str
+    """The DataMixture output to train on (data.uri, or the referenced mixture's output)."""

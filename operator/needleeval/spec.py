@@ -1,0 +1,212 @@
+"""The NeedleEval spec and status models; the CRD is generated from these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from longreach.operator.common import Model, OutputSpec, Placement, Quantity, StatusBase, rule
+
+KIND = "NeedleEval"
+PLURAL = "needleevals"
+SHORT_NAMES = ["needle"]
+
+PAPER_NEEDLE = (
+    "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
+)
+PAPER_QUESTION = "What is the best thing to do in San Francisco?"
+PAPER_ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day."
+# The paper's harness: the context wrapped as a book, then the question, for base models.
+PAPER_PROMPT = (
+    "<book>{context}</book>\nBased on the content of the book, Question: {question}\nAnswer:"
+)
+
+
+class EvalModel(Model):
+    """The model to evaluate: exactly one of contextExtensionRef, uri and name."""
+
+    contextExtensionRef: str | None = None
+    """Name of a ContextExtension in the same namespace; the eval waits for it and uses its final/ model."""
+    uri: str | None = None
+    """A Hugging Face model folder: s3://bucket/prefix, file:///abs/path or a plain local path."""
+    name: str | None = None
+    """A Hugging Face hub id, where the cluster can reach the hub."""
+
+    @rule(
+        "[has(self.contextExtensionRef), has(self.uri), has(self.name)].filter(x, x).size() == 1",
+        "set exactly one of model.contextExtensionRef, model.uri and model.name",
+    )
+    def _one_of(self) -> bool:
+        return sum(v is not None for v in (self.contextExtensionRef, self.uri, self.name)) == 1
+
+
+class HaystackSpec(Model):
+    """The long text the needle hides in."""
+
+    uri: str = Field(default="builtin:paul-graham", min_length=1)
+    """A folder or glob of .txt files read in sorted order, or builtin:paul-graham (the paper's essays)."""
+
+
+class LengthGrid(Model):
+    """Context lengths in tokens: count values spread over [min, max], or explicit values."""
+
+    min: int | None = Field(default=None, ge=1)
+    """Shortest context, e.g. 1000."""
+    max: int | None = Field(default=None, ge=1)
+    """Longest context, e.g. 128000."""
+    count: int | None = Field(default=None, ge=1, le=1000)
+    """How many lengths: round(linspace(min, max, count))."""
+    values: list[int] | None = None
+    """Explicit lengths instead of min/max/count."""
+
+    @rule(
+        "has(self.values) != (has(self.min) && has(self.max) && has(self.count))",
+        "set either lengths.values or all of lengths.min, lengths.max and lengths.count",
+    )
+    def _one_of(self) -> bool:
+        spread = None not in (self.min, self.max, self.count)
+        return (self.values is not None) != spread
+
+    @rule("!has(self.min) || !has(self.max) || self.min <= self.max", "lengths.min must not exceed lengths.max", "min")
+    def _ordered(self) -> bool:
+        return self.min is None or self.max is None or self.min <= self.max
+
+    @rule("!has(self.values) || (size(self.values) > 0 && self.values.all(v, v > 0))", "lengths.values must be positive token counts", "values")
+    def _positive(self) -> bool:
+        return self.values is None or (len(self.values) > 0 and all(v > 0 for v in self.values))
+
+    def resolve(self) -> list[int]:
+        """The lengths of the grid, as the paper spreads them."""
+        if self.values is not None:
+            return list(self.values)
+        assert self.min is not None and self.max is not None and self.count is not None
+        return _linspace(self.min, self.max, self.count)
+
+
+class DepthGrid(Model):
+    """Needle depths in percent of the context: count values over [0, 100], or explicit values."""
+
+    count: int | None = Field(default=10, ge=1, le=101)
+    """How many depths: round(linspace(0, 100, count))."""
+    values: list[float] | None = None
+    """Explicit depths in percent, 0-100; overrides count."""
+
+    @rule("!has(self.values) || self.values.all(v, v >= 0.0 && v <= 100.0)", "depths.values must lie in 0-100", "values")
+    def _in_range(self) -> bool:
+        return self.values is None or all(0 <= v <= 100 for v in self.values)
+
+    def resolve(self) -> list[float]:
+        """The depths of the grid in percent."""
+        if self.values is not None:
+            return list(self.values)
+        return [float(d) for d in _linspace(0, 100, self.count or 10)]
+
+
+def _linspace(lo: int, hi: int, n: int) -> list[int]:
+    """round(numpy.linspace(lo, hi, n)) without numpy (the operator does not import it)."""
+    if n == 1:
+        return [round(lo)]
+    return [round(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+
+
+class EvalResources(Model):
+    """The eval pod."""
+
+    gpus: int = Field(default=1, ge=0, le=64)
+    """GPUs for the eval pod; 0 runs on CPU."""
+    cpu: Quantity = "8"
+    """CPU request."""
+    memory: Quantity = "64Gi"
+    """Memory request."""
+
+
+class NeedleEvalSpec(Placement):
+    """A needle-in-a-haystack evaluation."""
+
+    model: EvalModel
+    """The model to evaluate."""
+    haystack: HaystackSpec = HaystackSpec()
+    """The haystack text."""
+    task: Literal["single", "multi-key", "multi-value"] = "single"
+    """single (the paper's), or RULER's multi-key / multi-value variants."""
+    needle: str = Field(default=PAPER_NEEDLE, min_length=1)
+    """The sentence hidden in the haystack."""
+    question: str = Field(default=PAPER_QUESTION, min_length=1)
+    """The question asked after the context."""
+    answer: str = Field(default=PAPER_ANSWER, min_length=1)
+    """The expected answer; its words are looked for in the response."""
+    promptTemplate: str = Field(default=PAPER_PROMPT, min_length=1)
+    """Prompt with {context} and {question} placeholders; the paper's base-model prompt by default."""
+    lengths: LengthGrid = LengthGrid(min=1000, max=128000, count=40)
+    """Context lengths in tokens of the model's own tokenizer."""
+    depths: DepthGrid = DepthGrid()
+    """Needle depths in percent."""
+    maxNewTokens: int = Field(default=50, ge=1, le=4096)
+    """Greedy decoding budget per cell."""
+    answerBufferTokens: int = Field(default=200, ge=0)
+    """Tokens kept free for the prompt's question and the answer (the paper's 200)."""
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+    """auto picks vLLM on a GPU where installed, else transformers."""
+    batchSize: int = Field(default=1, ge=1, le=256)
+    """Cells generated together (transformers backend)."""
+    seed: int = 0
+    """Seed of the RULER variants' random keys and values."""
+    resources: EvalResources = EvalResources()
+    """The eval pod's resources."""
+    output: OutputSpec
+    """Where results.json and heatmap.png go."""
+
+    @rule(
+        "self.promptTemplate.contains('{context}') && self.promptTemplate.contains('{question}')",
+        "promptTemplate must contain {context} and {question}",
+        "promptTemplate",
+    )
+    def _template_has_slots(self) -> bool:
+        return "{context}" in self.promptTemplate and "{question}" in self.promptTemplate
+
+
+class EvalProgress(Model):
+    """How far the grid is."""
+
+    cellsDone: int = 0
+    """Cells evaluated."""
+    cells: int = 0
+    """Cells in the grid."""
+    percent: float = 0
+    """Share done, 0-100."""
+
+
+class EvalResult(Model):
+    """The scores."""
+
+    score: float = 0
+    """Clean score: mean share of answer words found, 0-100."""
+    paperScore: float = 0
+    """The paper's scorer (a perfect answer scores 91.7)."""
+    uri: str = ""
+    """Where results.json and heatmap.png are."""
+
+
+class NeedleEvalStatus(StatusBase):
+    """The observed state of a NeedleEval."""
+
+    progress: EvalProgress = EvalProgress()
+    """Progress of the grid."""
+    result: EvalResult = EvalResult()
+    """Scores, once it succeeded."""
+
+
+class NeedleJobConfig(Model):
+    """What the needle job reads from its config file."""
+
+    name: str
+    """The NeedleEval's name."""
+    namespace: str = "default"
+    """The NeedleEval's namespace."""
+    spec: NeedleEvalSpec
+    """The resource's spec, defaults filled in."""
+    modelUri: str
+    """The model folder to load (model.uri, model.name, or the referenced run's final/)."""
+    trainingLength: int | None = None
+    """Sequence length the model was trained at, when known; dashed on the heatmap."""

@@ -1,0 +1,59 @@
+"""Fixtures shared by every test tier: a real S3 server on loopback, tiny tokenizers.
+
+S3 is moto's server mode (a real HTTP endpoint, as s3fs's own tests use), reached through
+s3fs exactly as the jobs reach AWS; nothing is patched.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from longreach.operator.common import StorageSpec
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 for the whole session; AWS credentials set for s3fs."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket; returns `s3://<bucket>`."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture
+def s3_storage(s3_endpoint: str) -> StorageSpec:
+    """The StorageSpec a resource would carry to reach the test S3 server."""
+    return StorageSpec(endpoint=s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small byte-level BPE tokenizer trained in a second, saved as a Hugging Face folder."""
+    from longreach.jobs.synthetic import build_tokenizer
+
+    return build_tokenizer(tmp_path_factory.mktemp("tokenizer"))
