@@ -57,7 +57,7 @@ class LengthGrid(Model):
     """Longest context, e.g. 128000."""
     count: int | None = Field(default=None, ge=1, le=1000)
     """How many lengths: round(linspace(min, max, count))."""
-    values: list[int] | None = None
+    values: list[int] | None = Field(default=None, max_length=1000)
     """Explicit lengths instead of min/max/count."""
 
     @rule(
@@ -89,7 +89,7 @@ class DepthGrid(Model):
 
     count: int | None = Field(default=10, ge=1, le=101)
     """How many depths: round(linspace(0, 100, count))."""
-    values: list[float] | None = None
+    values: list[float] | None = Field(default=None, max_length=101)
     """Explicit depths in percent, 0-100; overrides count."""
 
     @rule("!has(self.values) || self.values.all(v, v >= 0.0 && v <= 100.0)", "depths.values must lie in 0-100", "values")

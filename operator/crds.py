@@ -1,0 +1,188 @@
+"""CRDs generated from the spec models: one source of truth per schema.
+
+`longreach crds` writes them to manifests/crds/ and the chart's files/crds/; a test fails
+when the committed files differ from what the models generate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+
+from longreach.operator.common import GROUP, VERSION
+from longreach.operator.contextextension import spec as ctxext
+from longreach.operator.datamixture import spec as dmix
+from longreach.operator.needleeval import spec as needle
+
+CATEGORY = "longreach"
+
+# (kind module, spec model, status model, printer columns besides Phase and Age)
+KINDS: list[tuple[ModuleType, type, type, list[dict[str, Any]]]] = [
+    (
+        dmix,
+        dmix.DataMixtureSpec,
+        dmix.DataMixtureStatus,
+        [
+            {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent", "description": "Percent done"},
+            {"name": "Tokens", "type": "integer", "jsonPath": ".status.result.tokens", "description": "Training tokens written"},
+            {"name": "Long-docs", "type": "number", "jsonPath": ".status.result.longDocumentTokenFraction", "description": "Share of tokens in long documents", "priority": 1},
+        ],
+    ),
+    (
+        ctxext,
+        ctxext.ContextExtensionSpec,
+        ctxext.ContextExtensionStatus,
+        [
+            {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent", "description": "Percent of steps done"},
+            {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "description": "Optimizer steps done"},
+            {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss", "description": "Loss of the last step"},
+            {"name": "Tok/s", "type": "number", "jsonPath": ".status.progress.tokensPerSecond", "description": "Training tokens per second", "priority": 1},
+            {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "description": "Gang starts", "priority": 1},
+        ],
+    ),
+    (
+        needle,
+        needle.NeedleEvalSpec,
+        needle.NeedleEvalStatus,
+        [
+            {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent", "description": "Percent of cells done"},
+            {"name": "Score", "type": "number", "jsonPath": ".status.result.score", "description": "Clean needle score, 0-100"},
+            {"name": "Paper", "type": "number", "jsonPath": ".status.result.paperScore", "description": "The paper's score (max 91.7)"},
+        ],
+    ),
+]
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Turn a pydantic JSON schema node into a Kubernetes structural OpenAPI v3 node."""
+    node = dict(schema)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").split("/")[-1]]
+        node = {**target, **node}
+    inner: dict[str, Any] = {}
+    if "anyOf" in node:  # Optional[X]: drop the null branch; absence means unset
+        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+        if len(branches) != 1:
+            raise ValueError(f"cannot express union {branches} in a structural schema")
+        inner = structural(branches[0], defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("title", "$defs") or (key == "additionalProperties" and not isinstance(value, dict)):
+            continue  # unknown fields are rejected by field validation, not by the schema
+        if key == "properties":
+            out[key] = {k: structural(v, defs) for k, v in value.items()}
+        elif key in ("items", "additionalProperties"):
+            out[key] = structural(value, defs)
+        elif key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+        elif key == "const":
+            out["enum"] = [value]
+        elif key == "default":
+            if value is not None:  # defaults are validated by CEL as given: write them whole
+                out[key] = _without_nulls(value)
+        else:
+            out[key] = value
+    out = {**inner, **out}
+    if "enum" in out and "type" not in out:
+        out["type"] = "integer" if isinstance(out["enum"][0], int) else "string"
+    return out
+
+
+def schema_of(model: type) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
+    return structural(raw, raw.get("$defs", {}))
+
+
+def crd(kind_module: ModuleType, spec_model: type, status_model: type, columns: list[dict[str, Any]]) -> dict[str, Any]:
+    kind, plural = kind_module.KIND, kind_module.PLURAL
+    spec_schema = schema_of(spec_model)
+    status_schema = schema_of(status_model)
+    status_schema.pop("default", None)
+    printer = [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending, Waiting, Running, Succeeded, Failed or Suspended"},
+        *columns,
+        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1, "description": "Why it waits or failed"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}", "labels": {"app.kubernetes.io/part-of": "longreach"}},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": kind_module.SHORT_NAMES,
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": printer,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (spec_model.__doc__ or kind).strip().splitlines()[0],
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:  # shared rule lists must not become &anchors
+        return True
+
+
+def render_all() -> dict[str, str]:
+    """File name -> YAML text of every CRD."""
+    out = {}
+    for module, spec_model, status_model, columns in KINDS:
+        text = yaml.dump(crd(module, spec_model, status_model, columns), Dumper=_Dumper, sort_keys=False, width=120)
+        out[f"{GROUP}_{module.PLURAL}.yaml"] = "# Generated by `longreach crds` from the spec models. Do not edit.\n" + text
+    return out
+
+
+def targets(root: Path) -> list[Path]:
+    return [root / "manifests" / "crds", root / "charts" / "longreach" / "files" / "crds"]
+
+
+def write(root: Path) -> list[Path]:
+    """Write every CRD to each target folder; returns the files written."""
+    written = []
+    for folder in targets(root):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in render_all().items():
+            (folder / name).write_text(text)
+            written.append(folder / name)
+    return written
