@@ -17,6 +17,19 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from longreach.operator.main import run
+    from longreach.operator.settings import OperatorSettings
+
+    settings = OperatorSettings.from_env()
+    if args.namespace:
+        settings = settings.model_copy(update={"namespaces": args.namespace})
+    if args.executor:
+        settings = settings.model_copy(update={"executor": args.executor})
+    run(settings)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="longreach", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -24,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("crds", help="regenerate the CRDs from the spec models")
     p.add_argument("--root", default=str(REPO_ROOT), help="repository root to write into")
     p.set_defaults(func=_crds)
+
+    p = sub.add_parser("operator", help="run the operator (settings from LONGREACH_* variables)")
+    p.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace (repeatable)")
+    p.add_argument("--executor", choices=["kubernetes", "local"], help="override LONGREACH_EXECUTOR")
+    p.set_defaults(func=_operator)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -176,6 +176,10 @@ class Placement(Model):
     """Suspend the job: running pods stop and resume later from where they were."""
     storage: StorageSpec = StorageSpec()
     """S3 endpoint, region and credentials Secret."""
+    activeDeadlineSeconds: int | None = Field(default=None, ge=1)
+    """Stop the job and fail once it has run this long; unset for no limit."""
+    ttlSecondsAfterFinished: int | None = Field(default=None, ge=0)
+    """Delete this resource (and its children) this long after it succeeded or failed."""
 
 
 Phase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended"]

@@ -57,3 +57,22 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from longreach.jobs.synthetic import build_tokenizer
 
     return build_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real etcd + kube-apiserver on loopback with our CRDs and the real RayJob and JobSet
+    CRDs installed. Yields a `controlplane.cluster.ControlPlane` (kubectl(), kubeconfig, url)."""
+    from controlplane.cluster import THIRD_PARTY_CRDS, ControlPlane
+
+    cp = ControlPlane(tmp_path_factory.mktemp("controlplane")).start()
+    try:
+        for folder in (THIRD_PARTY_CRDS, REPO / "manifests" / "crds"):
+            cp.kubectl("apply", "--server-side", "-f", str(folder))
+        cp.wait_established()
+        yield cp
+    finally:
+        cp.cleanup()

@@ -106,6 +106,8 @@ class TrainingSpec(Model):
     """Sequences per GPU per forward pass."""
     seed: int = 42
     """Seed of data order and initialisation of anything new."""
+    validationSequences: int = Field(default=16, ge=0)
+    """Validation sequences for the final loss-by-position table; 0 skips it."""
 
 
 class DeepSpeedSpec(Model):
@@ -250,3 +252,5 @@ class TrainJobConfig(Model):
     """The resource's spec, defaults filled in."""
     dataUri: str
     """The DataMixture output to train on (data.uri, or the referenced mixture's output)."""
+    pauseAfterCheckpointSeconds: float = Field(default=0, ge=0)
+    """Testing aid: sleep this long after each committed checkpoint, so a test can kill the run there."""

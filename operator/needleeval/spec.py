@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from longreach.operator.common import Model, OutputSpec, Placement, Quantity, StatusBase, rule
+from pydantic import Field
 
 KIND = "NeedleEval"
 PLURAL = "needleevals"
 SHORT_NAMES = ["needle"]
 
-PAPER_NEEDLE = (
-    "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
-)
+PAPER_NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
 PAPER_QUESTION = "What is the best thing to do in San Francisco?"
 PAPER_ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day."
-# The paper's harness: the context wrapped as a book, then the question, for base models.
+# The paper's harness (eval/needle/needle_in_haystack.py, generate_prompt), verbatim: the
+# context wrapped as a book, then the question, for base models. The "<|im_start|>" is
+# literal text there (LLaMA-2 has no such special token), so it is kept as text.
 PAPER_PROMPT = (
-    "<book>{context}</book>\nBased on the content of the book, Question: {question}\nAnswer:"
+    "<|im_start|> This is a very long story book: <book> {context} </book>.\n"
+    " Based on the content of the book, Question: {question}\nAnswer:"
 )
 
 
@@ -68,11 +68,19 @@ class LengthGrid(Model):
         spread = None not in (self.min, self.max, self.count)
         return (self.values is not None) != spread
 
-    @rule("!has(self.min) || !has(self.max) || self.min <= self.max", "lengths.min must not exceed lengths.max", "min")
+    @rule(
+        "!has(self.min) || !has(self.max) || self.min <= self.max",
+        "lengths.min must not exceed lengths.max",
+        "min",
+    )
     def _ordered(self) -> bool:
         return self.min is None or self.max is None or self.min <= self.max
 
-    @rule("!has(self.values) || (size(self.values) > 0 && self.values.all(v, v > 0))", "lengths.values must be positive token counts", "values")
+    @rule(
+        "!has(self.values) || (size(self.values) > 0 && self.values.all(v, v > 0))",
+        "lengths.values must be positive token counts",
+        "values",
+    )
     def _positive(self) -> bool:
         return self.values is None or (len(self.values) > 0 and all(v > 0 for v in self.values))
 
@@ -92,7 +100,11 @@ class DepthGrid(Model):
     values: list[float] | None = Field(default=None, max_length=101)
     """Explicit depths in percent, 0-100; overrides count."""
 
-    @rule("!has(self.values) || self.values.all(v, v >= 0.0 && v <= 100.0)", "depths.values must lie in 0-100", "values")
+    @rule(
+        "!has(self.values) || self.values.all(v, v >= 0.0 && v <= 100.0)",
+        "depths.values must lie in 0-100",
+        "values",
+    )
     def _in_range(self) -> bool:
         return self.values is None or all(0 <= v <= 100 for v in self.values)
 
@@ -131,7 +143,7 @@ class NeedleEvalSpec(Placement):
     task: Literal["single", "multi-key", "multi-value"] = "single"
     """single (the paper's), or RULER's multi-key / multi-value variants."""
     needle: str = Field(default=PAPER_NEEDLE, min_length=1)
-    """The sentence hidden in the haystack."""
+    """The sentence hidden in the haystack, on a line of its own as in the paper's harness."""
     question: str = Field(default=PAPER_QUESTION, min_length=1)
     """The question asked after the context."""
     answer: str = Field(default=PAPER_ANSWER, min_length=1)
@@ -152,6 +164,8 @@ class NeedleEvalSpec(Placement):
     """Cells generated together (transformers backend)."""
     seed: int = 0
     """Seed of the RULER variants' random keys and values."""
+    needles: int = Field(default=4, ge=2, le=64)
+    """RULER variants: needles per cell (multi-key: the asked key plus distractors; multi-value: values of the asked key)."""
     resources: EvalResources = EvalResources()
     """The eval pod's resources."""
     output: OutputSpec

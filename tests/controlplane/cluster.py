@@ -37,6 +37,10 @@ def ensure_binaries() -> None:
         subprocess.run(["bash", str(BUILD_SCRIPT)], check=True)
 
 
+class KubectlError(RuntimeError):
+    """kubectl exited non-zero; the message carries its stderr."""
+
+
 @dataclass
 class ControlPlane:
     """etcd + kube-apiserver in `workdir`; `kubeconfig` is an admin config for them."""
@@ -126,8 +130,19 @@ class ControlPlane:
             input=input, capture_output=True, text=True, timeout=120,
         )
         if check and r.returncode != 0:
-            raise subprocess.CalledProcessError(r.returncode, r.args, r.stdout, r.stderr)
+            raise KubectlError(f"kubectl {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
         return r
+
+    def wait_established(self, timeout: float = 60.0) -> None:
+        """Until every CRD is Established (kubectl wait errors while conditions are still empty)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=10s", check=False)
+            if r.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise KubectlError(f"CRDs not established: {r.stderr.strip()}")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         for p in reversed(self.procs):

@@ -1,0 +1,124 @@
+"""Where a resource's job runs: Kubernetes children, or local processes.
+
+Both are restart-safe: the Kubernetes executor finds its children by deterministic name,
+the local one keeps the pid and the exit code in files, so an operator restart neither
+duplicates nor loses a job.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from longreach.operator.common import Model
+from longreach.operator.status import ChildState
+
+
+class KubernetesExecutor:
+    """Creates the children the adapter builds (ConfigMap first, the job last), owned by the resource."""
+
+    def __init__(self, kube: Any, settings: Any) -> None:
+        self.kube, self.settings = kube, settings
+
+    async def ensure(self, adapter: Any, body: kopf.Body, spec: Any, config: Model) -> ChildState:
+        name, namespace = body.metadata.name, body.metadata.namespace
+        objs = adapter.children(name, namespace, spec, config, self.settings)
+        main = objs[-1]
+        existing = await self.kube.get(main["apiVersion"], main["kind"], namespace, main["metadata"]["name"])
+        if existing is not None:
+            return adapter.observe(existing)
+        for obj in objs:
+            kopf.append_owner_reference(obj, owner=body)
+            await self.kube.create(obj)
+        return ChildState("pending", f"created {main['kind']} {main['metadata']['name']}")
+
+    async def suspend(self, adapter: Any, body: kopf.Body, suspend: bool) -> None:
+        api_version, kind = adapter.child_kind  # the job object is named like the resource
+        await self.kube.patch(api_version, kind, body.metadata.namespace, body.metadata.name, {"spec": {"suspend": suspend}})
+
+    async def stop(self, adapter: Any, body: kopf.Body) -> None:
+        api_version, kind = adapter.child_kind
+        await self.kube.delete(api_version, kind, body.metadata.namespace, body.metadata.name)
+
+
+class LocalExecutor:
+    """Runs the job module as a local process group; state lives in files under `workdir`."""
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = Path(workdir)
+
+    def folder(self, adapter: Any, body: Any) -> Path:
+        return self.workdir / body.metadata.namespace / adapter.plural / body.metadata.name
+
+    async def ensure(self, adapter: Any, body: Any, spec: Any, config: Model) -> ChildState:
+        d = self.folder(adapter, body)
+        if (d / "suspended").exists():
+            return ChildState("suspended", attempts=_attempts(d))
+        if not (d / "pid").exists():
+            self.start(d, adapter.local_command(str(d / "config.json"), spec), config)
+            return ChildState("running", "started a local process", attempts=_attempts(d))
+        return state_of(d)
+
+    @staticmethod
+    def start(d: Path, command: list[str], config: Model) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(config.model_dump_json(by_alias=True, indent=2))
+        (d / "exitcode").unlink(missing_ok=True)
+        # sh records the exit code after the job ends, so state survives an operator restart.
+        script = f"{shlex.join(command)} >> {shlex.quote(str(d / 'job.log'))} 2>&1; echo $? > {shlex.quote(str(d / 'exitcode'))}"
+        env = {**os.environ, "PYTHONSAFEPATH": "1"}
+        proc = subprocess.Popen(["sh", "-c", script], start_new_session=True, env=env, cwd=d)
+        (d / "pid").write_text(str(proc.pid))
+        (d / "attempts").write_text(str(_attempts(d) + 1))
+
+    async def suspend(self, adapter: Any, body: Any, suspend: bool) -> None:
+        d = self.folder(adapter, body)
+        if suspend:
+            (d / "suspended").touch()
+            _kill(d)
+            (d / "pid").unlink(missing_ok=True)
+        else:
+            (d / "suspended").unlink(missing_ok=True)
+
+    async def stop(self, adapter: Any, body: Any) -> None:
+        _kill(self.folder(adapter, body))
+
+
+def state_of(d: Path) -> ChildState:
+    """The state of a local job from its files: exit code, else whether the pid lives."""
+    attempts = _attempts(d)
+    if (d / "exitcode").exists():
+        code = (d / "exitcode").read_text().strip()
+        if code == "0":
+            return ChildState("succeeded", attempts=attempts)
+        return ChildState("failed", f"exit code {code}: {_tail(d / 'job.log')}", attempts)
+    pid = int((d / "pid").read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ChildState("failed", "the job's process vanished without an exit code", attempts)
+    return ChildState("running", attempts=attempts)
+
+
+def _attempts(d: Path) -> int:
+    f = d / "attempts"
+    return int(f.read_text()) if f.exists() else 0
+
+
+def _kill(d: Path) -> None:
+    try:
+        os.killpg(int((d / "pid").read_text()), signal.SIGTERM)
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    if not log.exists():
+        return ""
+    return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])[-500:]

@@ -1,0 +1,103 @@
+"""A small generic Kubernetes client for the children the operator owns.
+
+The official `kubernetes` client does the HTTP, auth and TLS; this module only maps
+(apiVersion, kind) to REST paths and runs the blocking calls in a thread pool so kopf's
+event loop never waits on the network. Every call carries a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+TIMEOUT = 30  # seconds per API call; kopf retries the handler on failure
+
+# Kinds the operator creates or reads, and their plural resource names.
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "Pod": "pods",
+    "Job": "jobs",
+    "RayJob": "rayjobs",
+    "JobSet": "jobsets",
+    "DataMixture": "datamixtures",
+    "ContextExtension": "contextextensions",
+    "NeedleEval": "needleevals",
+}
+
+
+def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    out = f"{base}/namespaces/{namespace}/{PLURALS[kind]}"
+    return f"{out}/{name}" if name else out
+
+
+class Kube:
+    """Create, get, patch and delete namespaced objects of any kind in PLURALS."""
+
+    def __init__(self, workers: int = 16) -> None:
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+        self.api = kubernetes.client.ApiClient()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    def _call(self, method: str, url: str, body: Any = None, content_type: str = "application/json", query: list[tuple[str, str]] | None = None) -> Any:
+        method, full_url, headers, payload, post = self.api.param_serialize(
+            method,
+            url,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(method, full_url, headers, payload, post, _request_timeout=TIMEOUT)
+        response.read()
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=response)
+        return json.loads(response.data) if response.data else None
+
+    async def run(self, method: str, url: str, body: Any = None, content_type: str = "application/json", query: list[tuple[str, str]] | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, lambda: self._call(method, url, body, content_type, query))
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.run("GET", path(api_version, kind, namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create `obj`; if it exists already (409), return the existing one. -> (object, created)."""
+        meta = obj["metadata"]
+        try:
+            return await self.run("POST", path(obj["apiVersion"], obj["kind"], meta["namespace"]), obj), True
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        existing = await self.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        if existing is None:  # deleted between the two calls; the next reconcile creates it
+            raise kubernetes.client.exceptions.ApiException(status=409, reason="conflict, then gone")
+        return existing, False
+
+    async def patch(self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self.run("PATCH", path(api_version, kind, namespace, name), patch, "application/merge-patch+json")
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self.run("DELETE", path(api_version, kind, namespace, name), {"propagationPolicy": "Background"})
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    async def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        out = await self.run("GET", path(api_version, kind, namespace), query=[("labelSelector", selector)])
+        return list(out.get("items", []))

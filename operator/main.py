@@ -1,0 +1,62 @@
+"""The operator's entry module: kopf settings, and the three kinds registered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from longreach.operator import metrics
+from longreach.operator.common import GROUP, VERSION
+from longreach.operator.contextextension.handlers import ContextExtensionAdapter
+from longreach.operator.datamixture.handlers import DataMixtureAdapter
+from longreach.operator.executors import KubernetesExecutor, LocalExecutor
+from longreach.operator.kube import Kube
+from longreach.operator.needleeval.handlers import NeedleEvalAdapter
+from longreach.operator.reconcile import register
+from longreach.operator.settings import OperatorSettings
+
+ADAPTERS = (DataMixtureAdapter(), ContextExtensionAdapter(), NeedleEvalAdapter())
+
+
+def setup(settings: OperatorSettings) -> None:
+    """Register every kind's handlers with kopf for the given settings."""
+    kube = Kube()
+    executor: Any = KubernetesExecutor(kube, settings) if settings.executor == "kubernetes" else LocalExecutor(settings.localWorkdir)
+    for adapter in ADAPTERS:
+        register(adapter, executor, kube, settings)
+
+        @kopf.on.delete(GROUP, VERSION, adapter.plural, id="forget", optional=True)
+        async def forget(body: kopf.Body, kind: str = adapter.kind, **_: Any) -> None:
+            metrics.forget(kind, f"{body.metadata.namespace}/{body.metadata.name}")
+
+    @kopf.on.startup()
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Handler state lives in annotations: the status is ours and schema-checked.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+        settings.posting.level = 20  # INFO: every phase transition becomes an event
+        settings.watching.server_timeout = 300
+        settings.batching.worker_limit = 256
+        settings.execution.max_workers = 32
+
+
+def run(settings: OperatorSettings) -> None:
+    """Run the operator until interrupted (standalone: no peering objects needed)."""
+    import asyncio
+
+    from prometheus_client import start_http_server
+
+    kopf.configure(verbose=False, log_format=kopf.LogFormat.PLAIN)
+    setup(settings)
+    if settings.metricsPort:
+        start_http_server(settings.metricsPort)
+    liveness = f"http://0.0.0.0:{settings.healthPort}/healthz" if settings.healthPort else None
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=liveness,
+        )
+    )
