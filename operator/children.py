@@ -25,8 +25,9 @@ def labels(kind: str, name: str, spec: Placement | None = None) -> dict[str, str
     return out
 
 
-def metadata(name: str, namespace: str, kind: str, spec: Placement | None = None) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": labels(kind, name, spec)}
+def metadata(name: str, namespace: str, kind: str, spec: Placement | None = None, owner: str = "") -> dict[str, Any]:
+    """Object metadata; `owner` is the resource's name when the child is named differently."""
+    return {"name": name, "namespace": namespace, "labels": labels(kind, owner or name, spec)}
 
 
 def config_map(name: str, namespace: str, kind: str, config: Model) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def config_map(name: str, namespace: str, kind: str, config: Model) -> dict[str,
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(f"{name}-config", namespace, kind),
+        "metadata": metadata(f"{name}-config", namespace, kind, owner=name),
         "data": {"config.json": json.dumps(config.model_dump(by_alias=True, mode="json"), indent=2, sort_keys=True)},
     }
 

@@ -46,7 +46,7 @@ def build_service(name: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": c.metadata(service_name(name), namespace, KIND),
+        "metadata": c.metadata(service_name(name), namespace, KIND, owner=name),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -60,7 +60,7 @@ def build_jobset(name: str, namespace: str, spec: ContextExtensionSpec, image: s
     r = spec.resources
     limits: dict[str, Any] = {"memory": r.memory}
     if r.gpusPerNode:
-        limits["nvidia.com/gpu"] = r.gpusPerNode
+        limits["nvidia.com/gpu"] = str(r.gpusPerNode)
     container = {
         "name": "trainer",
         "image": spec.image or image,

@@ -12,7 +12,7 @@ def build_job(name: str, namespace: str, spec: NeedleEvalSpec, image: str) -> di
     r = spec.resources
     limits: dict[str, Any] = {"memory": r.memory}
     if r.gpus:
-        limits["nvidia.com/gpu"] = r.gpus
+        limits["nvidia.com/gpu"] = str(r.gpus)
     pod = {
         "metadata": {"labels": c.labels(KIND, name)},
         "spec": {

@@ -40,13 +40,15 @@ class Operator:
         )
         return self
 
-    def stop(self) -> None:
+    def stop(self, crash: bool = False) -> None:
+        """Stop like a pod would: SIGTERM with a grace period, or a crash (SIGKILL)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.kill() if crash else self.proc.terminate()
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
 
     def log(self) -> str:
         return (self.workdir / "operator.log").read_text(errors="replace")

@@ -79,7 +79,7 @@ def test_contextextension_gets_gang_jobset(control_plane: Any, operator: Operato
     assert pod["priorityClassName"] == "high" and pod["nodeSelector"] == {"gpu": "a100"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     c = pod["containers"][0]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert c["command"][:3] == ["torchrun", "--nnodes=2", "--nproc-per-node=8"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
     assert env["MASTER_ADDR"] == "ext-node-0-0.ext-rdzv"
@@ -99,6 +99,6 @@ def test_needleeval_gets_job(control_plane: Any, operator: Operator, namespace: 
     job = wait_for("Job", lambda: get(control_plane, "job", "niah", namespace), op=operator)
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"][-3:] == ["longreach.jobs.needle", "--config", "/etc/longreach/config.json"]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
     cm = get(control_plane, "configmap", "niah-config", namespace)
     assert '"modelUri": "s3://models/m"' in cm["data"]["config.json"]
