@@ -108,7 +108,7 @@ Tokens = Annotated[
     int,
     BeforeValidator(parse_tokens),
     WithJsonSchema(
-        {"x-kubernetes-int-or-string": True, "pattern": TOKENS_PATTERN}
+        {"x-kubernetes-int-or-string": True, "pattern": TOKENS_PATTERN, "minimum": 1}
     ),
 ]
 
