@@ -14,6 +14,10 @@ def _crds(args: argparse.Namespace) -> int:
 
     for path in crds.write(Path(args.root)):
         print(f"wrote {path}")
+    readme = Path(args.root) / "README.md"
+    if readme.exists():
+        crds.write_reference(readme)
+        print(f"wrote the field reference in {readme}")
     return 0
 
 
@@ -30,11 +34,36 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from longreach.operator.localrun import RunError, run
+
+    try:
+        run(args.file, args.artifacts)
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from longreach.operator.demo import prepare
+
+    artifacts = str(Path(args.artifacts).resolve())
+    prepare(artifacts)
+    args.file, args.artifacts = str(QUICKSTART), artifacts
+    return _run(args)
+
+
+QUICKSTART = REPO_ROOT / "manifests" / "examples" / "quickstart.yaml"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="longreach", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("crds", help="regenerate the CRDs from the spec models")
+    p = sub.add_parser("crds", help="regenerate the CRDs (and the README's field reference) from the spec models")
     p.add_argument("--root", default=str(REPO_ROOT), help="repository root to write into")
     p.set_defaults(func=_crds)
 
@@ -42,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace (repeatable)")
     p.add_argument("--executor", choices=["kubernetes", "local"], help="override LONGREACH_EXECUTOR")
     p.set_defaults(func=_operator)
+
+    p = sub.add_parser("run", help="run the resources of a file on this machine (no cluster)")
+    p.add_argument("file", help="YAML with DataMixture / ContextExtension / NeedleEval documents")
+    p.add_argument("--artifacts", default="./longreach-artifacts", help="artifact directory or URI; relative paths in the file resolve here")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("demo", help="the whole recipe on a laptop: corpus, mixture, training, needle grid")
+    p.add_argument("--artifacts", default="./longreach-artifacts", help="where everything is written")
+    p.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -3,55 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from controlplane.cluster import free_port
-
-
-class Operator:
-    """`longreach operator` as a subprocess; restartable, like a pod."""
-
-    def __init__(self, kubeconfig: Path, workdir: Path, executor: str = "kubernetes") -> None:
-        self.kubeconfig, self.workdir, self.executor = kubeconfig, workdir, executor
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.metrics_port = free_port()
-
-    def start(self) -> Operator:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "PYTHONSAFEPATH": "1",
-            "LONGREACH_EXECUTOR": self.executor,
-            "LONGREACH_RESYNC_SECONDS": "1",
-            "LONGREACH_METRICS_PORT": str(self.metrics_port),
-            "LONGREACH_HEALTH_PORT": str(free_port()),
-            "LONGREACH_LOCAL_WORKDIR": str(self.workdir / "runs"),
-        }
-        log = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "longreach.operator.cli", "operator"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        return self
-
-    def stop(self, crash: bool = False) -> None:
-        """Stop like a pod would: SIGTERM with a grace period, or a crash (SIGKILL)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill() if crash else self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log(self) -> str:
-        return (self.workdir / "operator.log").read_text(errors="replace")
+from controlplane.cluster import OperatorProcess as Operator
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import shutil
 import socket
 import subprocess
@@ -157,3 +158,43 @@ class ControlPlane:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class OperatorProcess:
+    """`longreach operator` as a subprocess; restartable, like a pod."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path, executor: str = "kubernetes", env: dict[str, str] | None = None) -> None:
+        self.kubeconfig, self.workdir, self.executor, self.extra_env = kubeconfig, workdir, executor, env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port()
+
+    def start(self) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONSAFEPATH": "1",
+            "LONGREACH_EXECUTOR": self.executor,
+            "LONGREACH_RESYNC_SECONDS": "1",
+            "LONGREACH_METRICS_PORT": str(self.metrics_port),
+            "LONGREACH_HEALTH_PORT": str(free_port()),
+            "LONGREACH_LOCAL_WORKDIR": str(self.workdir / "runs"),
+            **self.extra_env,
+        }
+        log = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", "longreach.operator.cli", "operator"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def stop(self, crash: bool = False) -> None:
+        """Stop like a pod would: SIGTERM with a grace period, or a crash (SIGKILL)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill() if crash else self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return (self.workdir / "operator.log").read_text(errors="replace")

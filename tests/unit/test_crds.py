@@ -43,3 +43,17 @@ def test_every_spec_field_is_documented() -> None:
     for text in crds.render_all().values():
         doc = yaml.safe_load(text)
         walk(doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"], "spec")
+
+
+def test_readme_reference_is_not_stale() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert crds.reference_markdown() in readme, "README's spec reference is stale: run `longreach crds`"
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 3]
+    setup_and_demo, tests = (line.split("#")[0].strip() for line in block)
+    assert setup_and_demo.endswith("longreach demo") and tests.endswith("pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests.split("&& ")[-1] in ci and "bash .ci/setup" in ci

@@ -1,0 +1,115 @@
+"""Operator scale: create N NeedleEvals on a real kube-apiserver with the operator running.
+
+Reports, per N: time from create (API call returned) to the child Job existing (p50, p99),
+time to a full status (phase written), throughput, and the operator's peak RSS.
+Targets (issue 2): p99 create->children under 1 s at 1,000 resources; RSS under 300 MB.
+
+    .venv/bin/python -P benchmarks/operator_scale.py --counts 100 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import kubernetes
+import urllib3
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from controlplane.cluster import ControlPlane, OperatorProcess  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def watch_times(api: kubernetes.client.ApiClient, path: str, ns: str, seen: dict[str, float], stop: threading.Event, phase: bool) -> None:
+    """Record when each object first appears (or first has a phase) through a watch."""
+    custom, batch = kubernetes.client.CustomObjectsApi(api), kubernetes.client.BatchV1Api(api)
+    while not stop.is_set():
+        w = kubernetes.watch.Watch()
+        fn = custom.list_namespaced_custom_object if phase else batch.list_namespaced_job
+        kwargs = {"group": "longreach.io", "version": "v1alpha1", "plural": "needleevals"} if phase else {}
+        try:
+            for event in w.stream(fn, namespace=ns, timeout_seconds=5, **kwargs):
+                obj = event["object"]
+                name = obj["metadata"]["name"] if phase else obj.metadata.name
+                if name not in seen and (not phase or (obj.get("status") or {}).get("phase")):
+                    seen[name] = time.perf_counter()  # stamped on arrival
+                if stop.is_set():
+                    break
+        except kubernetes.client.exceptions.ApiException:
+            continue  # the watch expired: start another
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run(count: int, cp: ControlPlane, api: kubernetes.client.ApiClient, ns: str, op: OperatorProcess) -> dict[str, float]:
+    kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
+    created, children, phased = {}, {}, {}
+    stop = threading.Event()
+    threads = [threading.Thread(target=watch_times, args=(api, "", ns, d, stop, p), daemon=True) for d, p in ((children, False), (phased, True))]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    proc = psutil.Process(op.proc.pid)  # type: ignore[union-attr]
+    peak = proc.memory_info().rss
+    custom = kubernetes.client.CustomObjectsApi(api)
+    start = time.perf_counter()
+    for i in range(count):
+        name = f"n{i:05d}"
+        body = {"apiVersion": "longreach.io/v1alpha1", "kind": "NeedleEval", "metadata": {"name": name}, "spec": {"model": {"uri": "s3://m/x"}, "output": {"uri": f"/tmp/lr-bench/{ns}/{name}"}}}
+        custom.create_namespaced_custom_object("longreach.io", "v1alpha1", ns, "needleevals", body)
+        created[name] = time.perf_counter()
+        if i % 50 == 0:
+            peak = max(peak, proc.memory_info().rss)
+    deadline = time.perf_counter() + 600
+    while (len(children) < count or len(phased) < count) and time.perf_counter() < deadline:
+        peak = max(peak, proc.memory_info().rss)
+        time.sleep(0.2)
+    stop.set()
+    to_child = [children[n] - created[n] for n in created if n in children]
+    to_status = [phased[n] - created[n] for n in created if n in phased]
+    return {
+        "n": count,
+        "create_s": max(created.values()) - start,
+        "child_p50": statistics.median(to_child),
+        "child_p99": percentile(to_child, 0.99),
+        "status_p50": statistics.median(to_status),
+        "status_p99": percentile(to_status, 0.99),
+        "missing": count - min(len(to_child), len(to_status)),
+        "rss_mb": peak / 2**20,
+    }
+
+
+def main() -> None:
+    urllib3.disable_warnings()  # the test API server has a self-signed certificate
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--counts", type=int, nargs="+", default=[100, 1000])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cp = ControlPlane(Path(tmp) / "cp").start()
+        try:
+            cp.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crds"))
+            cp.wait_established()
+            op = OperatorProcess(cp.kubeconfig, Path(tmp), env={"LONGREACH_RESYNC_SECONDS": "30"}).start()
+            api = kubernetes.config.new_client_from_config(str(cp.kubeconfig))
+            rows = [run(n, cp, api, f"scale-{n}", op) for n in args.counts]
+            op.stop()
+        finally:
+            cp.cleanup()
+    print("| resources | create all (s) | create->child p50 (s) | p99 (s) | create->status p50 (s) | p99 (s) | missing | operator peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']} | {r['create_s']:.1f} | {r['child_p50']:.3f} | {r['child_p99']:.3f} | {r['status_p50']:.3f} | {r['status_p99']:.3f} | {r['missing']} | {r['rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
