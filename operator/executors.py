@@ -30,13 +30,15 @@ class KubernetesExecutor:
         name, namespace = body.metadata.name, body.metadata.namespace
         objs = adapter.children(name, namespace, spec, config, self.settings)
         main = objs[-1]
-        existing = await self.kube.get(main["apiVersion"], main["kind"], namespace, main["metadata"]["name"])
-        if existing is not None:
-            return adapter.observe(existing)
-        for obj in objs:
+        if (body.status or {}).get("phase") not in (None, "Waiting"):  # children may exist: look first
+            existing = await self.kube.get(main["apiVersion"], main["kind"], namespace, main["metadata"]["name"])
+            if existing is not None:
+                return adapter.observe(existing)
+        created = True
+        for obj in objs:  # a fresh resource: create straight away; 409 means it already exists
             kopf.append_owner_reference(obj, owner=body)
-            await self.kube.create(obj)
-        return ChildState("pending", f"created {main['kind']} {main['metadata']['name']}")
+            existing, created = await self.kube.create(obj)
+        return ChildState("pending", f"created {main['kind']} {main['metadata']['name']}") if created else adapter.observe(existing)
 
     async def suspend(self, adapter: Any, body: kopf.Body, suspend: bool) -> None:
         api_version, kind = adapter.child_kind  # the job object is named like the resource

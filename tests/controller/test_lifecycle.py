@@ -4,6 +4,7 @@ conditions, events, kubectl columns, dependencies, operator restarts and suspend
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,12 @@ def test_rayjob_lifecycle_drives_phase_conditions_events_and_columns(control_pla
     events = cp.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=mix", "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"] if e["involvedObject"]["kind"] == "DataMixture"}
     assert {"Pending", "Running", "Succeeded"} <= reasons
-    assert "longreach" in cp.kubectl("get", "longreach", "-n", namespace).stdout or "mix" in cp.kubectl("get", "longreach", "-n", namespace).stdout
+    assert "datamixture.longreach.io/mix" in cp.kubectl("get", "longreach", "-n", namespace).stdout
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'longreach_resources{kind="DataMixture",phase="Succeeded"}' in metrics
+    assert 'longreach_phase_transitions_total{from_phase="Running",kind="DataMixture",to_phase="Succeeded"}' in metrics
+    assert "longreach_handler_seconds_bucket" in metrics and "longreach_reconcile_errors_total" in metrics
 
 
 def test_success_without_commit_marker_is_a_failure(control_plane: Any, operator: Operator, namespace: str, tmp_path: Path) -> None:
