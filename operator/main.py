@@ -37,8 +37,6 @@ def setup(settings: OperatorSettings) -> None:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
         settings.posting.level = 20  # INFO: every phase transition becomes an event
         settings.watching.server_timeout = 300
-        settings.batching.worker_limit = 256
-        settings.execution.max_workers = 32
 
 
 def run(settings: OperatorSettings) -> None:
