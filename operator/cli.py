@@ -34,6 +34,26 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    import yaml
+
+    from longreach.operator.contextextension.handlers import read_model_config
+    from longreach.operator.contextextension.plan import plan, render
+    from longreach.operator.contextextension.spec import KIND, ContextExtensionSpec
+
+    docs = [d for d in yaml.safe_load_all(Path(args.file).read_text()) if d and d.get("kind") == KIND]
+    if not docs:
+        print(f"{args.file}: no {KIND} in the file", file=sys.stderr)
+        return 1
+    fits = True
+    for doc in docs:
+        spec = ContextExtensionSpec.model_validate(doc["spec"])
+        p = plan(spec, read_model_config(spec))
+        print(f"{KIND}/{doc['metadata']['name']}:\n{render(p)}\n")
+        fits = fits and p.fits
+    return 0 if fits else 1
+
+
 def _run(args: argparse.Namespace) -> int:
     from longreach.operator.localrun import RunError, run
 
@@ -71,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace (repeatable)")
     p.add_argument("--executor", choices=["kubernetes", "local"], help="override LONGREACH_EXECUTOR")
     p.set_defaults(func=_operator)
+
+    p = sub.add_parser("plan", help="estimate GPU memory of each ContextExtension in a file; exit 1 if one cannot fit")
+    p.add_argument("file", help="YAML with ContextExtension documents")
+    p.set_defaults(func=_plan)
 
     p = sub.add_parser("run", help="run the resources of a file on this machine (no cluster)")
     p.add_argument("file", help="YAML with DataMixture / ContextExtension / NeedleEval documents")

@@ -147,7 +147,8 @@ class Reconciler:
                 return
             deps[dep.name] = obj or {}
 
-        refusal = a.admit(spec, self.settings)
+        loop = asyncio.get_running_loop()
+        refusal = None if old.get("startTime") else await loop.run_in_executor(None, a.admit, spec, self.settings)
         if refusal:
             self._write(body, patch, old, Observation("Failed", "Refused", refusal), generation)
             raise kopf.PermanentError(refusal)
@@ -163,8 +164,8 @@ class Reconciler:
             return
 
         uri = a.output_uri(spec)
-        progress = await asyncio.get_running_loop().run_in_executor(None, read_progress, uri, spec)
-        committed = child.state == "succeeded" and await asyncio.get_running_loop().run_in_executor(
+        progress = await loop.run_in_executor(None, read_progress, uri, spec)
+        committed = child.state == "succeeded" and await loop.run_in_executor(
             None, storage.exists, storage.join(uri, a.marker), spec.storage
         )
         phase, reason, message = phase_of(child, progress, committed, a.marker)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from longreach.jobs import storage
 from longreach.operator.contextextension import children
+from longreach.operator.contextextension.plan import plan
 from longreach.operator.contextextension.spec import KIND, PLURAL, ContextExtensionSpec, TrainJobConfig
 from longreach.operator.datamixture.spec import KIND as DMIX_KIND
 from longreach.operator.datamixture.spec import PLURAL as DMIX_PLURAL
@@ -43,9 +45,28 @@ class ContextExtensionAdapter(Adapter):
 
         return launch_command(config_path, spec)
 
+    def admit(self, spec: ContextExtensionSpec, settings: OperatorSettings) -> str | None:
+        """Refuse, with the planner's numbers, a run that cannot fit its GPUs. Only when the
+        model's config.json was read: an estimate from assumed shapes refuses nothing."""
+        config = read_model_config(spec)
+        if config is None:
+            return None
+        p = plan(spec, config)
+        return None if p.fits else f"does not fit: {p.message} (see `longreach plan`)"
+
     def extra_status(self, progress: dict[str, Any]) -> dict[str, Any]:
         checkpoint = progress.get("lastCheckpoint")
         return {"lastCheckpoint": checkpoint} if checkpoint else {}
+
+
+def read_model_config(spec: ContextExtensionSpec) -> dict[str, Any] | None:
+    """The base model's config.json, or None when it is not a readable folder (e.g. a hub name)."""
+    if not spec.model.uri:
+        return None
+    try:
+        return storage.read_json_if_exists(storage.join(spec.model.uri, "config.json"), spec.storage)
+    except Exception:  # unreachable storage: the job reports it properly, with the field named
+        return None
 
 
 def observe_jobset(jobset: dict[str, Any]) -> ChildState:

@@ -184,3 +184,28 @@ def test_suspend_stops_and_resumes_the_child(control_plane: Any, operator: Opera
     cp.kubectl("patch", "dmix", "mix", "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": false}}')
     wait_for("RayJob resumed", lambda: get(cp, "rayjob", "mix", namespace)["spec"].get("suspend") is False, op=operator)
     wait_for("no longer Suspended", lambda: phase(cp, "dmix", "mix", namespace) in ("Pending", "Running"), op=operator)
+
+
+def test_a_run_that_cannot_fit_is_refused_with_the_numbers(control_plane: Any, operator: Operator, namespace: str, tmp_path: Path) -> None:
+    cp, model = control_plane, tmp_path / "llama-7b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}))
+    apply(cp, namespace, f"""
+        apiVersion: longreach.io/v1alpha1
+        kind: ContextExtension
+        metadata: {{name: toobig}}
+        spec:
+          model: {{uri: {model}}}
+          data: {{uri: s3://d}}
+          sequenceLength: 262144
+          rope: {{theta: 5000000}}
+          training: {{tokens: 1B, batchTokens: 4M}}
+          deepspeed: {{zeroStage: 2, offloadOptimizer: false, activationCheckpointing: false}}
+          resources: {{nodes: 1, gpusPerNode: 1, gpuMemoryGiB: 24}}
+          output: {{uri: {tmp_path}/out}}
+        """)
+    wait_for("Failed", lambda: phase(cp, "ctxext", "toobig", namespace) == "Failed", op=operator)
+    status = get(cp, "ctxext", "toobig", namespace)["status"]
+    assert status["message"].startswith("does not fit: ") and "GiB" in status["message"]
+    assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "Refused"
+    assert cp.kubectl("get", "jobset", "toobig", "-n", namespace, check=False).returncode != 0
