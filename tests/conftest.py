@@ -70,8 +70,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     cp = ControlPlane(tmp_path_factory.mktemp("controlplane")).start()
     try:
-        for folder in (THIRD_PARTY_CRDS, REPO / "manifests" / "crds"):
-            cp.kubectl("apply", "--server-side", "-f", str(folder))
+        cp.kubectl("apply", "--server-side", "-f", str(THIRD_PARTY_CRDS))
+        cp.kubectl("apply", "--server-side", "-k", str(REPO / "manifests" / "crds"))
         cp.wait_established()
         yield cp
     finally:

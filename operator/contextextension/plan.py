@@ -51,7 +51,12 @@ class Shape:
     def layerParameters(self) -> int:
         q = self.heads * self.headDim
         kv = 2 * self.kvHeads * self.headDim
-        return self.hidden * (q + kv) + q * self.hidden + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        return (
+            self.hidden * (q + kv)
+            + q * self.hidden
+            + 3 * self.hidden * self.intermediate
+            + 2 * self.hidden
+        )
 
     @property
     def parameters(self) -> int:
@@ -130,7 +135,9 @@ def memory(spec: ContextExtensionSpec, shape: Shape, sp: int) -> dict[str, float
         params += 2 * 2 * max(shape.layerParameters, shape.vocab * shape.hidden)
     grads = 2 * p / world if stage >= 2 else 2 * p
     optimizer = 0.0 if offload else (12 * p / world if stage >= 1 else 12 * p)
-    per_token_layer = 2 * (9 * shape.hidden + 3 * shape.kvHeads * shape.headDim + 4 * shape.intermediate)
+    per_token_layer = 2 * (
+        9 * shape.hidden + 3 * shape.kvHeads * shape.headDim + 4 * shape.intermediate
+    )
     if ds.activationCheckpointing:
         kept = shape.layers * s * shape.hidden * 2
         working = s * per_token_layer + 4 * s * shape.hidden * 2  # one layer recomputed + its grads
@@ -171,14 +178,16 @@ def plan(spec: ContextExtensionSpec, model_config: dict[str, Any] | None = None)
     mem = memory(spec, shape, sp)
     limit = spec.resources.gpuMemoryGiB
     fits = on_cpu or mem["total"] <= limit
-    smallest = next((d for d in _degrees(spec, shape) if memory(spec, shape, d)["total"] <= limit), None)
+    smallest = next(
+        (d for d in _degrees(spec, shape) if memory(spec, shape, d)["total"] <= limit), None
+    )
     offload = spec.deepspeed.offloadOptimizer and spec.deepspeed.zeroStage >= 1 and not on_cpu
-    cpu = 12 * shape.parameters / max(spec.world_size(), 1) * max(spec.resources.gpusPerNode, 1) / GiB
+    cpu = (
+        12 * shape.parameters / max(spec.world_size(), 1) * max(spec.resources.gpusPerNode, 1) / GiB
+    )
     notes = []
     if assumed:
-        notes.append(
-            "model config.json not read: assumed LLaMA-2 7B for " + ", ".join(assumed)
-        )
+        notes.append("model config.json not read: assumed LLaMA-2 7B for " + ", ".join(assumed))
     if on_cpu:
         notes.append("gpusPerNode is 0: a CPU run, no GPU memory check")
     if spec.deepspeed.offloadOptimizer and spec.deepspeed.zeroStage == 0:
@@ -210,7 +219,9 @@ def render(p: Plan) -> str:
         lines.append(f"  {key:<12} {p.memoryGiB[key]:8.1f}")
     lines.append(f"  {'total':<12} {p.memoryGiB['total']:8.1f}   of {p.gpuMemoryGiB:g} per GPU")
     if p.cpuOptimizerGiBPerNode:
-        lines.append(f"optimizer state offloaded to CPU: {p.cpuOptimizerGiBPerNode:.1f} GiB per node")
+        lines.append(
+            f"optimizer state offloaded to CPU: {p.cpuOptimizerGiBPerNode:.1f} GiB per node"
+        )
     lines.append(("OK " if p.fits else "NO ") + p.message)
     if p.smallestSequenceParallel is not None:
         lines.append(f"smallest sequence-parallel degree that fits: {p.smallestSequenceParallel}")
