@@ -7,6 +7,7 @@ duplicates nor loses a job.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import signal
@@ -34,10 +35,12 @@ class KubernetesExecutor:
             existing = await self.kube.get(main["apiVersion"], main["kind"], namespace, main["metadata"]["name"])
             if existing is not None:
                 return adapter.observe(existing)
-        created = True
-        for obj in objs:  # a fresh resource: create straight away; 409 means it already exists
+        # A fresh resource: create everything at once (a pod waits for its ConfigMap anyway);
+        # 409 means it exists already, e.g. after an operator restart.
+        for obj in objs:
             kopf.append_owner_reference(obj, owner=body)
-            existing, created = await self.kube.create(obj)
+        results = await asyncio.gather(*(self.kube.create(obj) for obj in objs))
+        existing, created = results[-1]
         return ChildState("pending", f"created {main['kind']} {main['metadata']['name']}") if created else adapter.observe(existing)
 
     async def suspend(self, adapter: Any, body: kopf.Body, suspend: bool) -> None:
