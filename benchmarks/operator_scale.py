@@ -18,22 +18,33 @@ import time
 from pathlib import Path
 
 import kubernetes
-import urllib3
 import psutil
+import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from controlplane.cluster import ControlPlane, OperatorProcess  # noqa: E402
+from controlplane.cluster import ControlPlane, OperatorProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def watch_times(api: kubernetes.client.ApiClient, path: str, ns: str, seen: dict[str, float], stop: threading.Event, phase: bool) -> None:
+def watch_times(
+    api: kubernetes.client.ApiClient,
+    path: str,
+    ns: str,
+    seen: dict[str, float],
+    stop: threading.Event,
+    phase: bool,
+) -> None:
     """Record when each object first appears (or first has a phase) through a watch."""
     custom, batch = kubernetes.client.CustomObjectsApi(api), kubernetes.client.BatchV1Api(api)
     while not stop.is_set():
         w = kubernetes.watch.Watch()
         fn = custom.list_namespaced_custom_object if phase else batch.list_namespaced_job
-        kwargs = {"group": "longreach.io", "version": "v1alpha1", "plural": "needleevals"} if phase else {}
+        kwargs = (
+            {"group": "longreach.io", "version": "v1alpha1", "plural": "needleevals"}
+            if phase
+            else {}
+        )
         try:
             for event in w.stream(fn, namespace=ns, timeout_seconds=5, **kwargs):
                 obj = event["object"]
@@ -51,11 +62,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(count: int, cp: ControlPlane, api: kubernetes.client.ApiClient, ns: str, op: OperatorProcess) -> dict[str, float]:
+def run(
+    count: int, cp: ControlPlane, api: kubernetes.client.ApiClient, ns: str, op: OperatorProcess
+) -> dict[str, float]:
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
     created, children, phased = {}, {}, {}
     stop = threading.Event()
-    threads = [threading.Thread(target=watch_times, args=(api, "", ns, d, stop, p), daemon=True) for d, p in ((children, False), (phased, True))]
+    threads = [
+        threading.Thread(target=watch_times, args=(api, "", ns, d, stop, p), daemon=True)
+        for d, p in ((children, False), (phased, True))
+    ]
     for t in threads:
         t.start()
     time.sleep(1)
@@ -65,7 +81,12 @@ def run(count: int, cp: ControlPlane, api: kubernetes.client.ApiClient, ns: str,
     start = time.perf_counter()
     for i in range(count):
         name = f"n{i:05d}"
-        body = {"apiVersion": "longreach.io/v1alpha1", "kind": "NeedleEval", "metadata": {"name": name}, "spec": {"model": {"uri": "s3://m/x"}, "output": {"uri": f"/tmp/lr-bench/{ns}/{name}"}}}
+        body = {
+            "apiVersion": "longreach.io/v1alpha1",
+            "kind": "NeedleEval",
+            "metadata": {"name": name},
+            "spec": {"model": {"uri": "s3://m/x"}, "output": {"uri": f"/tmp/lr-bench/{ns}/{name}"}},
+        }
         custom.create_namespaced_custom_object("longreach.io", "v1alpha1", ns, "needleevals", body)
         created[name] = time.perf_counter()
         if i % 50 == 0:
@@ -101,12 +122,16 @@ def reconcile_seconds(port: int) -> float:
         for key in ("longreach_handler_seconds_sum", "longreach_handler_seconds_count"):
             if line.startswith(key + '{kind="NeedleEval"}'):
                 values[key] = float(line.split()[-1])
-    return values["longreach_handler_seconds_sum"] / max(values["longreach_handler_seconds_count"], 1)
+    return values["longreach_handler_seconds_sum"] / max(
+        values["longreach_handler_seconds_count"], 1
+    )
 
 
 def main() -> None:
     urllib3.disable_warnings()  # the test API server has a self-signed certificate
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--counts", type=int, nargs="+", default=[100, 1000])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,16 +139,22 @@ def main() -> None:
         try:
             cp.kubectl("apply", "--server-side", "-k", str(REPO / "manifests" / "crds"))
             cp.wait_established()
-            op = OperatorProcess(cp.kubeconfig, Path(tmp), env={"LONGREACH_RESYNC_SECONDS": "30"}).start()
+            op = OperatorProcess(
+                cp.kubeconfig, Path(tmp), env={"LONGREACH_RESYNC_SECONDS": "30"}
+            ).start()
             api = kubernetes.config.new_client_from_config(str(cp.kubeconfig))
             rows = [run(n, cp, api, f"scale-{n}", op) for n in args.counts]
             op.stop()
         finally:
             cp.cleanup()
-    print("| resources | create all (s) | create->child p50 (s) | p99 (s) | create->status p50 (s) | p99 (s) | missing | mean reconcile (ms) | operator peak RSS (MB) |")
+    print(
+        "| resources | create all (s) | create->child p50 (s) | p99 (s) | create->status p50 (s) | p99 (s) | missing | mean reconcile (ms) | operator peak RSS (MB) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']} | {r['create_s']:.1f} | {r['child_p50']:.3f} | {r['child_p99']:.3f} | {r['status_p50']:.3f} | {r['status_p99']:.3f} | {r['missing']} | {r['handler_ms']:.0f} | {r['rss_mb']:.0f} |")
+        print(
+            f"| {r['n']} | {r['create_s']:.1f} | {r['child_p50']:.3f} | {r['child_p99']:.3f} | {r['status_p50']:.3f} | {r['status_p99']:.3f} | {r['missing']} | {r['handler_ms']:.0f} | {r['rss_mb']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

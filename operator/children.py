@@ -25,7 +25,9 @@ def labels(kind: str, name: str, spec: Placement | None = None) -> dict[str, str
     return out
 
 
-def metadata(name: str, namespace: str, kind: str, spec: Placement | None = None, owner: str = "") -> dict[str, Any]:
+def metadata(
+    name: str, namespace: str, kind: str, spec: Placement | None = None, owner: str = ""
+) -> dict[str, Any]:
     """Object metadata; `owner` is the resource's name when the child is named differently."""
     return {"name": name, "namespace": namespace, "labels": labels(kind, owner or name, spec)}
 
@@ -36,7 +38,11 @@ def config_map(name: str, namespace: str, kind: str, config: Model) -> dict[str,
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(f"{name}-config", namespace, kind, owner=name),
-        "data": {"config.json": json.dumps(config.model_dump(by_alias=True, mode="json"), indent=2, sort_keys=True)},
+        "data": {
+            "config.json": json.dumps(
+                config.model_dump(by_alias=True, mode="json"), indent=2, sort_keys=True
+            )
+        },
     }
 
 
@@ -49,10 +55,18 @@ CONFIG_MOUNT = {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}
 
 def env(spec: Placement, extra: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Environment of a job container: S3 credentials from the Secret, never its contents."""
-    out: list[dict[str, Any]] = [{"name": "PYTHONSAFEPATH", "value": "1"}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    out: list[dict[str, Any]] = [
+        {"name": "PYTHONSAFEPATH", "value": "1"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
     if spec.storage.secretName:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            out.append({"name": key, "valueFrom": {"secretKeyRef": {"name": spec.storage.secretName, "key": key}}})
+            out.append(
+                {
+                    "name": key,
+                    "valueFrom": {"secretKeyRef": {"name": spec.storage.secretName, "key": key}},
+                }
+            )
     if spec.storage.region:
         out.append({"name": "AWS_DEFAULT_REGION", "value": spec.storage.region})
     out += [{"name": k, "value": v} for k, v in (extra or {}).items()]
@@ -65,7 +79,9 @@ def pod_placement(spec: Placement) -> dict[str, Any]:
     if spec.nodeSelector:
         out["nodeSelector"] = dict(spec.nodeSelector)
     if spec.tolerations:
-        out["tolerations"] = [t.model_dump(by_alias=True, exclude_defaults=True) for t in spec.tolerations]
+        out["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_defaults=True) for t in spec.tolerations
+        ]
     if spec.priorityClassName:
         out["priorityClassName"] = spec.priorityClassName
     if spec.imagePullSecrets:

@@ -41,7 +41,9 @@ def _plan(args: argparse.Namespace) -> int:
     from longreach.operator.contextextension.plan import plan, render
     from longreach.operator.contextextension.spec import KIND, ContextExtensionSpec
 
-    docs = [d for d in yaml.safe_load_all(Path(args.file).read_text()) if d and d.get("kind") == KIND]
+    docs = [
+        d for d in yaml.safe_load_all(Path(args.file).read_text()) if d and d.get("kind") == KIND
+    ]
     if not docs:
         print(f"{args.file}: no {KIND} in the file", file=sys.stderr)
         return 1
@@ -83,26 +85,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="longreach", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("crds", help="regenerate the CRDs (and the README's field reference) from the spec models")
+    p = sub.add_parser(
+        "crds", help="regenerate the CRDs (and the README's field reference) from the spec models"
+    )
     p.add_argument("--root", default=str(REPO_ROOT), help="repository root to write into")
     p.set_defaults(func=_crds)
 
     p = sub.add_parser("operator", help="run the operator (settings from LONGREACH_* variables)")
-    p.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace (repeatable)")
-    p.add_argument("--executor", choices=["kubernetes", "local"], help="override LONGREACH_EXECUTOR")
+    p.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable)",
+    )
+    p.add_argument(
+        "--executor", choices=["kubernetes", "local"], help="override LONGREACH_EXECUTOR"
+    )
     p.set_defaults(func=_operator)
 
-    p = sub.add_parser("plan", help="estimate GPU memory of each ContextExtension in a file; exit 1 if one cannot fit")
+    p = sub.add_parser(
+        "plan",
+        help="estimate GPU memory of each ContextExtension in a file; exit 1 if one cannot fit",
+    )
     p.add_argument("file", help="YAML with ContextExtension documents")
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("run", help="run the resources of a file on this machine (no cluster)")
     p.add_argument("file", help="YAML with DataMixture / ContextExtension / NeedleEval documents")
-    p.add_argument("--artifacts", default="./longreach-artifacts", help="artifact directory or URI; relative paths in the file resolve here")
+    p.add_argument(
+        "--artifacts",
+        default="./longreach-artifacts",
+        help="artifact directory or URI; relative paths in the file resolve here",
+    )
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("demo", help="the whole recipe on a laptop: corpus, mixture, training, needle grid")
-    p.add_argument("--artifacts", default="./longreach-artifacts", help="where everything is written")
+    p = sub.add_parser(
+        "demo", help="the whole recipe on a laptop: corpus, mixture, training, needle grid"
+    )
+    p.add_argument(
+        "--artifacts", default="./longreach-artifacts", help="where everything is written"
+    )
     p.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)

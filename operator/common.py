@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
-
 from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
@@ -15,13 +14,19 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
-def rule(cel: str, message: str, field: str = "") -> Callable[[Callable[..., bool]], Callable[..., bool]]:
+def rule(
+    cel: str, message: str, field: str = ""
+) -> Callable[[Callable[..., bool]], Callable[..., bool]]:
     """A cross-field check written once: `cel` goes into the CRD (x-kubernetes-validations),
     the decorated method runs in Python (local mode, the operator, the jobs). Both give
     `message`, which names the field and the fix."""
 
     def mark(check: Callable[..., bool]) -> Callable[..., bool]:
-        check._cel = {"rule": cel, "message": message, **({"fieldPath": f".{field}"} if field else {})}  # type: ignore[attr-defined]
+        check._cel = {
+            "rule": cel,
+            "message": message,
+            **({"fieldPath": f".{field}"} if field else {}),
+        }  # type: ignore[attr-defined]
         return check
 
     return mark
@@ -61,7 +66,9 @@ class Model(BaseModel):
             for name, value in vars(klass).items():
                 if hasattr(value, "_cel") and not getattr(self, name)():
                     field = value._cel.get("fieldPath", "").lstrip(".")
-                    raise ValueError(f"{field}: {value._cel['message']}" if field else value._cel["message"])
+                    raise ValueError(
+                        f"{field}: {value._cel['message']}" if field else value._cel["message"]
+                    )
         return self
 
     def wire(self) -> dict[str, Any]:
@@ -107,9 +114,7 @@ def format_tokens(n: int) -> str:
 Tokens = Annotated[
     int,
     BeforeValidator(parse_tokens),
-    WithJsonSchema(
-        {"x-kubernetes-int-or-string": True, "pattern": TOKENS_PATTERN, "minimum": 1}
-    ),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": TOKENS_PATTERN, "minimum": 1}),
 ]
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"

@@ -26,9 +26,25 @@ KINDS: list[tuple[ModuleType, type, type, list[dict[str, Any]]]] = [
         dmix.DataMixtureSpec,
         dmix.DataMixtureStatus,
         [
-            {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent", "description": "Percent done"},
-            {"name": "Tokens", "type": "integer", "jsonPath": ".status.result.tokens", "description": "Training tokens written"},
-            {"name": "Long-docs", "type": "number", "jsonPath": ".status.result.longDocumentTokenFraction", "description": "Share of tokens in long documents", "priority": 1},
+            {
+                "name": "Progress",
+                "type": "number",
+                "jsonPath": ".status.progress.percent",
+                "description": "Percent done",
+            },
+            {
+                "name": "Tokens",
+                "type": "integer",
+                "jsonPath": ".status.result.tokens",
+                "description": "Training tokens written",
+            },
+            {
+                "name": "Long-docs",
+                "type": "number",
+                "jsonPath": ".status.result.longDocumentTokenFraction",
+                "description": "Share of tokens in long documents",
+                "priority": 1,
+            },
         ],
     ),
     (
@@ -36,11 +52,38 @@ KINDS: list[tuple[ModuleType, type, type, list[dict[str, Any]]]] = [
         ctxext.ContextExtensionSpec,
         ctxext.ContextExtensionStatus,
         [
-            {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent", "description": "Percent of steps done"},
-            {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "description": "Optimizer steps done"},
-            {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss", "description": "Loss of the last step"},
-            {"name": "Tok/s", "type": "number", "jsonPath": ".status.progress.tokensPerSecond", "description": "Training tokens per second", "priority": 1},
-            {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "description": "Gang starts", "priority": 1},
+            {
+                "name": "Progress",
+                "type": "number",
+                "jsonPath": ".status.progress.percent",
+                "description": "Percent of steps done",
+            },
+            {
+                "name": "Step",
+                "type": "integer",
+                "jsonPath": ".status.progress.step",
+                "description": "Optimizer steps done",
+            },
+            {
+                "name": "Loss",
+                "type": "number",
+                "jsonPath": ".status.progress.loss",
+                "description": "Loss of the last step",
+            },
+            {
+                "name": "Tok/s",
+                "type": "number",
+                "jsonPath": ".status.progress.tokensPerSecond",
+                "description": "Training tokens per second",
+                "priority": 1,
+            },
+            {
+                "name": "Attempts",
+                "type": "integer",
+                "jsonPath": ".status.attempts",
+                "description": "Gang starts",
+                "priority": 1,
+            },
         ],
     ),
     (
@@ -48,9 +91,24 @@ KINDS: list[tuple[ModuleType, type, type, list[dict[str, Any]]]] = [
         needle.NeedleEvalSpec,
         needle.NeedleEvalStatus,
         [
-            {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent", "description": "Percent of cells done"},
-            {"name": "Score", "type": "number", "jsonPath": ".status.result.score", "description": "Clean needle score, 0-100"},
-            {"name": "Paper", "type": "number", "jsonPath": ".status.result.paperScore", "description": "The paper's score (max 91.7)"},
+            {
+                "name": "Progress",
+                "type": "number",
+                "jsonPath": ".status.progress.percent",
+                "description": "Percent of cells done",
+            },
+            {
+                "name": "Score",
+                "type": "number",
+                "jsonPath": ".status.result.score",
+                "description": "Clean needle score, 0-100",
+            },
+            {
+                "name": "Paper",
+                "type": "number",
+                "jsonPath": ".status.result.paperScore",
+                "description": "The paper's score (max 91.7)",
+            },
         ],
     ),
 ]
@@ -78,7 +136,9 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         inner = structural(branches[0], defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in ("title", "$defs") or (key == "additionalProperties" and not isinstance(value, dict)):
+        if key in ("title", "$defs") or (
+            key == "additionalProperties" and not isinstance(value, dict)
+        ):
             continue  # unknown fields are rejected by field validation, not by the schema
         if key == "properties":
             out[key] = {k: structural(v, defs) for k, v in value.items()}
@@ -106,21 +166,37 @@ def schema_of(model: type) -> dict[str, Any]:
     return structural(raw, raw.get("$defs", {}))
 
 
-def crd(kind_module: ModuleType, spec_model: type, status_model: type, columns: list[dict[str, Any]]) -> dict[str, Any]:
+def crd(
+    kind_module: ModuleType, spec_model: type, status_model: type, columns: list[dict[str, Any]]
+) -> dict[str, Any]:
     kind, plural = kind_module.KIND, kind_module.PLURAL
     spec_schema = schema_of(spec_model)
     status_schema = schema_of(status_model)
     status_schema.pop("default", None)
     printer = [
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending, Waiting, Running, Succeeded, Failed or Suspended"},
+        {
+            "name": "Phase",
+            "type": "string",
+            "jsonPath": ".status.phase",
+            "description": "Pending, Waiting, Running, Succeeded, Failed or Suspended",
+        },
         *columns,
-        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1, "description": "Why it waits or failed"},
+        {
+            "name": "Message",
+            "type": "string",
+            "jsonPath": ".status.message",
+            "priority": 1,
+            "description": "Why it waits or failed",
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{GROUP}", "labels": {"app.kubernetes.io/part-of": "longreach"}},
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "longreach"},
+        },
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
@@ -168,8 +244,15 @@ def render_all() -> dict[str, str]:
     """File name -> YAML text of every CRD."""
     out = {}
     for module, spec_model, status_model, columns in KINDS:
-        text = yaml.dump(crd(module, spec_model, status_model, columns), Dumper=_Dumper, sort_keys=False, width=120)
-        out[f"{GROUP}_{module.PLURAL}.yaml"] = "# Generated by `longreach crds` from the spec models. Do not edit.\n" + text
+        text = yaml.dump(
+            crd(module, spec_model, status_model, columns),
+            Dumper=_Dumper,
+            sort_keys=False,
+            width=120,
+        )
+        out[f"{GROUP}_{module.PLURAL}.yaml"] = (
+            "# Generated by `longreach crds` from the spec models. Do not edit.\n" + text
+        )
     return out
 
 
@@ -180,7 +263,10 @@ def targets(root: Path) -> list[Path]:
 def kustomization() -> str:
     """manifests/crds as a kustomization, so manifests/base can include it."""
     files = "".join(f"  - {name}\n" for name in render_all())
-    return "# Generated by `longreach crds`. Do not edit.\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n" + files
+    return (
+        "# Generated by `longreach crds`. Do not edit.\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n"
+        + files
+    )
 
 
 def write(root: Path) -> list[Path]:
@@ -220,7 +306,11 @@ def reference_markdown() -> str:
     """The spec-field reference of the README, from the same schemas as the CRDs."""
     out = [REFERENCE_START]
     for module, spec_model, _, _ in KINDS:
-        out += ["", f"#### {module.KIND} (`{module.PLURAL}`, short name `{module.SHORT_NAMES[0]}`)", ""]
+        out += [
+            "",
+            f"#### {module.KIND} (`{module.PLURAL}`, short name `{module.SHORT_NAMES[0]}`)",
+            "",
+        ]
         out += ["| field | type | default | description |", "|---|---|---|---|"]
         out += _rows(schema_of(spec_model), "spec")
     out += ["", REFERENCE_END]

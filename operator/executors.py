@@ -8,6 +8,7 @@ duplicates nor loses a job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import signal
@@ -31,8 +32,13 @@ class KubernetesExecutor:
         name, namespace = body.metadata.name, body.metadata.namespace
         objs = adapter.children(name, namespace, spec, config, self.settings)
         main = objs[-1]
-        if (body.status or {}).get("phase") not in (None, "Waiting"):  # children may exist: look first
-            existing = await self.kube.get(main["apiVersion"], main["kind"], namespace, main["metadata"]["name"])
+        if (body.status or {}).get("phase") not in (
+            None,
+            "Waiting",
+        ):  # children may exist: look first
+            existing = await self.kube.get(
+                main["apiVersion"], main["kind"], namespace, main["metadata"]["name"]
+            )
             if existing is not None:
                 return adapter.observe(existing)
         # A fresh resource: create everything at once (a pod waits for its ConfigMap anyway);
@@ -41,11 +47,21 @@ class KubernetesExecutor:
             kopf.append_owner_reference(obj, owner=body)
         results = await asyncio.gather(*(self.kube.create(obj) for obj in objs))
         existing, created = results[-1]
-        return ChildState("pending", f"created {main['kind']} {main['metadata']['name']}") if created else adapter.observe(existing)
+        return (
+            ChildState("pending", f"created {main['kind']} {main['metadata']['name']}")
+            if created
+            else adapter.observe(existing)
+        )
 
     async def suspend(self, adapter: Any, body: kopf.Body, suspend: bool) -> None:
         api_version, kind = adapter.child_kind  # the job object is named like the resource
-        await self.kube.patch(api_version, kind, body.metadata.namespace, body.metadata.name, {"spec": {"suspend": suspend}})
+        await self.kube.patch(
+            api_version,
+            kind,
+            body.metadata.namespace,
+            body.metadata.name,
+            {"spec": {"suspend": suspend}},
+        )
 
     async def stop(self, adapter: Any, body: kopf.Body) -> None:
         api_version, kind = adapter.child_kind
@@ -117,10 +133,8 @@ def _attempts(d: Path) -> int:
 
 
 def _kill(d: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
         os.killpg(int((d / "pid").read_text()), signal.SIGTERM)
-    except (FileNotFoundError, ProcessLookupError, ValueError):
-        pass
 
 
 def _tail(log: Path, lines: int = 3) -> str:

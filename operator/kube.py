@@ -48,7 +48,14 @@ class Kube:
         self.api = kubernetes.client.ApiClient()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
-    def _call(self, method: str, url: str, body: Any = None, content_type: str = "application/json", query: list[tuple[str, str]] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> Any:
         method, full_url, headers, payload, post = self.api.param_serialize(
             method,
             url,
@@ -57,17 +64,30 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(method, full_url, headers, payload, post, _request_timeout=TIMEOUT)
+        response = self.api.call_api(
+            method, full_url, headers, payload, post, _request_timeout=TIMEOUT
+        )
         response.read()
         if not 200 <= response.status < 300:
             raise ApiException(http_resp=response)
         return json.loads(response.data) if response.data else None
 
-    async def run(self, method: str, url: str, body: Any = None, content_type: str = "application/json", query: list[tuple[str, str]] | None = None) -> Any:
+    async def run(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: self._call(method, url, body, content_type, query))
+        return await loop.run_in_executor(
+            self.pool, lambda: self._call(method, url, body, content_type, query)
+        )
 
-    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
         try:
             return await self.run("GET", path(api_version, kind, namespace, name))
         except ApiException as e:
@@ -79,25 +99,41 @@ class Kube:
         """Create `obj`; if it exists already (409), return the existing one. -> (object, created)."""
         meta = obj["metadata"]
         try:
-            return await self.run("POST", path(obj["apiVersion"], obj["kind"], meta["namespace"]), obj), True
+            return await self.run(
+                "POST", path(obj["apiVersion"], obj["kind"], meta["namespace"]), obj
+            ), True
         except ApiException as e:
             if e.status != 409:
                 raise
         existing = await self.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
         if existing is None:  # deleted between the two calls; the next reconcile creates it
-            raise kubernetes.client.exceptions.ApiException(status=409, reason="conflict, then gone")
+            raise kubernetes.client.exceptions.ApiException(
+                status=409, reason="conflict, then gone"
+            )
         return existing, False
 
-    async def patch(self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return await self.run("PATCH", path(api_version, kind, namespace, name), patch, "application/merge-patch+json")
+    async def patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self.run(
+            "PATCH", path(api_version, kind, namespace, name), patch, "application/merge-patch+json"
+        )
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
-            await self.run("DELETE", path(api_version, kind, namespace, name), {"propagationPolicy": "Background"})
+            await self.run(
+                "DELETE",
+                path(api_version, kind, namespace, name),
+                {"propagationPolicy": "Background"},
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
 
-    async def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        out = await self.run("GET", path(api_version, kind, namespace), query=[("labelSelector", selector)])
+    async def list(
+        self, api_version: str, kind: str, namespace: str, selector: str
+    ) -> list[dict[str, Any]]:
+        out = await self.run(
+            "GET", path(api_version, kind, namespace), query=[("labelSelector", selector)]
+        )
         return list(out.get("items", []))

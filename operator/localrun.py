@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,12 +24,15 @@ import yaml
 from pydantic import ValidationError
 
 from longreach.jobs import storage
+from longreach.operator.common import parse_tokens
 from longreach.operator.contextextension.handlers import ContextExtensionAdapter
 from longreach.operator.datamixture.handlers import DataMixtureAdapter
 from longreach.operator.needleeval.handlers import NeedleEvalAdapter
 from longreach.operator.reconcile import Adapter
 
-ADAPTERS: dict[str, Adapter] = {a.kind: a for a in (DataMixtureAdapter(), ContextExtensionAdapter(), NeedleEvalAdapter())}
+ADAPTERS: dict[str, Adapter] = {
+    a.kind: a for a in (DataMixtureAdapter(), ContextExtensionAdapter(), NeedleEvalAdapter())
+}
 SCHEMES = ("s3://", "file://", "builtin:", "gs://", "hf://")
 
 
@@ -73,10 +77,14 @@ def load(path: str, artifacts: str) -> list[Resource]:
     for i, doc in enumerate(docs):
         kind, name = doc.get("kind"), (doc.get("metadata") or {}).get("name")
         if kind not in ADAPTERS:
-            raise RunError(f"{path}: document {i + 1}: kind {kind!r} is not one of {', '.join(ADAPTERS)}")
+            raise RunError(
+                f"{path}: document {i + 1}: kind {kind!r} is not one of {', '.join(ADAPTERS)}"
+            )
         adapter = ADAPTERS[kind]
         try:
-            spec = adapter.spec_model.model_validate(_resolve_paths(doc.get("spec") or {}, artifacts))
+            spec = adapter.spec_model.model_validate(
+                _resolve_paths(doc.get("spec") or {}, artifacts)
+            )
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
@@ -108,7 +116,10 @@ def _dependency_objects(r: Resource, done: dict[str, Resource]) -> dict[str, dic
     out = {}
     for dep in r.adapter.dependencies(r.spec):
         d = done[f"{dep.kind}/{dep.name}"]
-        out[dep.name] = {"spec": d.spec.model_dump(by_alias=True, mode="json"), "status": {"phase": "Succeeded", "result": d.result}}
+        out[dep.name] = {
+            "spec": d.spec.model_dump(by_alias=True, mode="json"),
+            "status": {"phase": "Succeeded", "result": d.result},
+        }
     return out
 
 
@@ -116,7 +127,9 @@ def run_one(r: Resource, done: dict[str, Resource], workdir: Path, out: TextIO) 
     uri = r.adapter.output_uri(r.spec)
     marker = storage.join(uri, r.adapter.marker)
     if storage.exists(marker, r.spec.storage):
-        progress = storage.read_json_if_exists(storage.join(uri, "progress.json"), r.spec.storage) or {}
+        progress = (
+            storage.read_json_if_exists(storage.join(uri, "progress.json"), r.spec.storage) or {}
+        )
         r.result = {"uri": uri, **(progress.get("result") or {})}
         print(f"{r.label}: already done ({marker}); skipping", file=out)
         return
@@ -128,7 +141,13 @@ def run_one(r: Resource, done: dict[str, Resource], workdir: Path, out: TextIO) 
     log_path = folder / "job.log"
     started = time.time()
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONSAFEPATH": "1"}, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONSAFEPATH": "1"},
+            start_new_session=True,
+        )
         try:
             while proc.poll() is None:
                 _show(r, uri, started, out)
@@ -148,15 +167,25 @@ def run_one(r: Resource, done: dict[str, Resource], workdir: Path, out: TextIO) 
     r.result = {"uri": uri, **(progress.get("result") or {})}
 
 
+_last_line: dict[str, str] = {}
+
+
 def _show(r: Resource, uri: str, started: float, out: TextIO, final: bool = False) -> None:
+    """One progress line per resource: redrawn in place on a terminal, printed on change elsewhere."""
     try:
         p = storage.read_json_if_exists(storage.join(uri, "progress.json"), r.spec.storage) or {}
     except (OSError, json.JSONDecodeError):
         p = {}
     percent = float(p.get("percent") or 0)
     bar = "#" * int(percent / 5) + "-" * (20 - int(percent / 5))
-    line = f"\r{r.label:<32} [{bar}] {percent:5.1f}%  {time.time() - started:5.0f}s  {str(p.get('message', ''))[:60]:<60}"
-    print(line, end="\n" if final else "", file=out, flush=True)
+    text = f"{r.label:<32} [{bar}] {percent:5.1f}%  {str(p.get('message', ''))[:70]}"
+    if out.isatty():
+        width = shutil.get_terminal_size().columns
+        line = f"{text}  {time.time() - started:.0f}s"[: width - 1]
+        print(f"\r{line:<{width - 1}}", end="\n" if final else "", file=out, flush=True)
+    elif _last_line.get(r.label) != text or final:
+        _last_line[r.label] = text
+        print(f"{text}  {time.time() - started:.0f}s", file=out, flush=True)
 
 
 def summary(resources: list[Resource]) -> str:
@@ -165,21 +194,42 @@ def summary(resources: list[Resource]) -> str:
     for r in resources:
         res, uri = r.result, r.result.get("uri", "")
         if r.kind == "DataMixture":
-            shares = ", ".join(f"{d.removeprefix('RedPajama')} {s:.3f}" for d, s in sorted((res.get("domainShares") or {}).items()))
-            lines.append(f"  {r.label}: {res.get('tokens', 0):,} tokens in {res.get('chunks', 0)} chunks; long-document tokens {res.get('longDocumentTokenFraction', 0):.0%}")
+            shares = ", ".join(
+                f"{d.removeprefix('RedPajama')} {s:.3f}"
+                for d, s in sorted((res.get("domainShares") or {}).items())
+            )
+            lines.append(
+                f"  {r.label}: {res.get('tokens', 0):,} tokens in {res.get('chunks', 0)} chunks; long-document tokens {res.get('longDocumentTokenFraction', 0):.0%}"
+            )
             lines.append(f"    shares: {shares}")
-            lines.append(f"    plots: {storage.join(uri, 'domains.png')}  {storage.join(uri, 'lengths.png')}")
+            lines.append(
+                f"    plots: {storage.join(uri, 'domains.png')}  {storage.join(uri, 'lengths.png')}"
+            )
         elif r.kind == "ContextExtension":
-            val = ", ".join(f"{k} {v:.3f}" for k, v in (res.get("validationLoss") or {}).items())
-            lines.append(f"  {r.label}: final loss {res.get('loss', 0):.3f}; validation loss by position: {val or 'n/a'}")
-            lines.append(f"    model: {storage.join(uri, 'final')}  metrics: {storage.join(uri, 'metrics.jsonl')}")
+            out = r.adapter.output_uri(r.spec)
+            losses = sorted(
+                (res.get("validationLoss") or {}).items(), key=lambda kv: parse_tokens(kv[0])
+            )
+            val = ", ".join(f"@{k} {v:.3f}" for k, v in losses)
+            lines.append(
+                f"  {r.label}: final loss {res.get('loss', 0):.3f}; validation loss by position: {val or 'n/a'}"
+            )
+            lines.append(
+                f"    model: {storage.join(out, 'final')}  metrics: {storage.join(out, 'metrics.jsonl')}"
+            )
         else:
-            lines.append(f"  {r.label}: needle score {res.get('score', 0):.1f} (paper's scorer: {res.get('paperScore', 0):.1f})")
-            lines.append(f"    heatmap: {storage.join(uri, 'heatmap.png')}  results: {storage.join(uri, 'results.json')}")
+            lines.append(
+                f"  {r.label}: needle score {res.get('score', 0):.1f} (paper's scorer: {res.get('paperScore', 0):.1f})"
+            )
+            lines.append(
+                f"    heatmap: {storage.join(uri, 'heatmap.png')}  results: {storage.join(uri, 'results.json')}"
+            )
     return "\n".join(lines)
 
 
-def run(path: str, artifacts: str = "./longreach-artifacts", out: TextIO = sys.stdout) -> list[Resource]:
+def run(
+    path: str, artifacts: str = "./longreach-artifacts", out: TextIO = sys.stdout
+) -> list[Resource]:
     if "://" not in artifacts:
         artifacts = str(Path(artifacts).resolve())
     resources = load(path, artifacts)

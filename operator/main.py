@@ -22,7 +22,11 @@ ADAPTERS = (DataMixtureAdapter(), ContextExtensionAdapter(), NeedleEvalAdapter()
 def setup(settings: OperatorSettings) -> None:
     """Register every kind's handlers with kopf for the given settings."""
     kube = Kube()
-    executor: Any = KubernetesExecutor(kube, settings) if settings.executor == "kubernetes" else LocalExecutor(settings.localWorkdir)
+    executor: Any = (
+        KubernetesExecutor(kube, settings)
+        if settings.executor == "kubernetes"
+        else LocalExecutor(settings.localWorkdir)
+    )
     for adapter in ADAPTERS:
         register(adapter, executor, kube, settings)
 
@@ -34,7 +38,9 @@ def setup(settings: OperatorSettings) -> None:
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Handler state lives in annotations: the status is ours and schema-checked.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
         settings.posting.level = 20  # INFO: every phase transition becomes an event
         settings.watching.server_timeout = 300
 

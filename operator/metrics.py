@@ -6,7 +6,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 RESOURCES = Gauge("longreach_resources", "Longreach resources by kind and phase", ["kind", "phase"])
-TRANSITIONS = Counter("longreach_phase_transitions_total", "Phase transitions", ["kind", "from_phase", "to_phase"])
+TRANSITIONS = Counter(
+    "longreach_phase_transitions_total", "Phase transitions", ["kind", "from_phase", "to_phase"]
+)
 RECONCILE_ERRORS = Counter("longreach_reconcile_errors_total", "Reconciles that raised", ["kind"])
 HANDLER_LATENCY = Histogram("longreach_handler_seconds", "Reconcile handler latency", ["kind"])
 

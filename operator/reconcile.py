@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import kopf
@@ -52,10 +52,14 @@ class Adapter:
     def dependencies(self, spec: Any) -> list[Dependency]:
         return []
 
-    def job_config(self, name: str, namespace: str, spec: Any, deps: dict[str, dict[str, Any]]) -> Model:
+    def job_config(
+        self, name: str, namespace: str, spec: Any, deps: dict[str, dict[str, Any]]
+    ) -> Model:
         raise NotImplementedError
 
-    def children(self, name: str, namespace: str, spec: Any, config: Model, settings: OperatorSettings) -> list[dict[str, Any]]:
+    def children(
+        self, name: str, namespace: str, spec: Any, config: Model, settings: OperatorSettings
+    ) -> list[dict[str, Any]]:
         """Pure builders: the ConfigMap first, the job object (RayJob, JobSet, Job) last."""
         raise NotImplementedError
 
@@ -79,7 +83,10 @@ class Adapter:
 
 def with_defaults(spec: Any, settings: OperatorSettings) -> Any:
     """The operator's storage defaults under any field the resource left empty."""
-    merged = {k: getattr(spec.storage, k) or getattr(settings.storage, k) for k in ("endpoint", "secretName", "region")}
+    merged = {
+        k: getattr(spec.storage, k) or getattr(settings.storage, k)
+        for k in ("endpoint", "secretName", "region")
+    }
     return spec.model_copy(update={"storage": spec.storage.model_copy(update=merged)})
 
 
@@ -102,7 +109,9 @@ def read_progress(uri: str, spec: Any) -> dict[str, Any]:
 class Reconciler:
     """Runs the reconcile flow for one kind with one executor."""
 
-    def __init__(self, adapter: Adapter, executor: Any, kube: Any, settings: OperatorSettings) -> None:
+    def __init__(
+        self, adapter: Adapter, executor: Any, kube: Any, settings: OperatorSettings
+    ) -> None:
         self.adapter, self.executor, self.kube, self.settings = adapter, executor, kube, settings
 
     async def __call__(self, body: kopf.Body, patch: kopf.Patch, logger: Any) -> None:
@@ -130,7 +139,13 @@ class Reconciler:
         except ValidationError as e:
             first = e.errors()[0]
             where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
-            self._write(body, patch, old, Observation("Failed", "InvalidSpec", f"{where}: {first['msg']}"), generation)
+            self._write(
+                body,
+                patch,
+                old,
+                Observation("Failed", "InvalidSpec", f"{where}: {first['msg']}"),
+                generation,
+            )
             raise kopf.PermanentError(f"invalid spec: {where}: {first['msg']}") from e
 
         deps: dict[str, dict[str, Any]] = {}
@@ -139,7 +154,15 @@ class Reconciler:
             phase = ((obj or {}).get("status") or {}).get("phase")
             if phase == "Failed":
                 why = ((obj or {}).get("status") or {}).get("message", "")
-                self._write(body, patch, old, Observation("Failed", "DependencyFailed", f"{dep.kind} {dep.name} failed: {why}"), generation)
+                self._write(
+                    body,
+                    patch,
+                    old,
+                    Observation(
+                        "Failed", "DependencyFailed", f"{dep.kind} {dep.name} failed: {why}"
+                    ),
+                    generation,
+                )
                 return
             if phase != "Succeeded":
                 reason, message = dependency_message(dep.kind, dep.name, obj)
@@ -148,7 +171,11 @@ class Reconciler:
             deps[dep.name] = obj or {}
 
         loop = asyncio.get_running_loop()
-        refusal = None if old.get("startTime") else await loop.run_in_executor(None, a.admit, spec, self.settings)
+        refusal = (
+            None
+            if old.get("startTime")
+            else await loop.run_in_executor(None, a.admit, spec, self.settings)
+        )
         if refusal:
             self._write(body, patch, old, Observation("Failed", "Refused", refusal), generation)
             raise kopf.PermanentError(refusal)
@@ -156,9 +183,14 @@ class Reconciler:
         config = a.job_config(name, namespace, spec, deps)
         child = await self.executor.ensure(a, body, spec, config)
         if child.state == "absent":
-            self._write(body, patch, old, Observation("Pending", "Creating", "creating the job"), generation)
+            self._write(
+                body, patch, old, Observation("Pending", "Creating", "creating the job"), generation
+            )
             return
-        if spec.suspend != (child.state == "suspended") and child.state not in ("succeeded", "failed"):
+        if spec.suspend != (child.state == "suspended") and child.state not in (
+            "succeeded",
+            "failed",
+        ):
             await self.executor.suspend(a, body, spec.suspend)
         if await self._deadline_passed(body, patch, spec, old, generation):
             return
@@ -180,14 +212,18 @@ class Reconciler:
         )
         self._write(body, patch, old, obs, generation)
 
-    async def _deadline_passed(self, body: kopf.Body, patch: kopf.Patch, spec: Any, old: dict[str, Any], generation: int) -> bool:
+    async def _deadline_passed(
+        self, body: kopf.Body, patch: kopf.Patch, spec: Any, old: dict[str, Any], generation: int
+    ) -> bool:
         """activeDeadlineSeconds: stop the job and fail once it has run longer than allowed."""
         deadline, start = spec.activeDeadlineSeconds, old.get("startTime")
         if deadline is None or not start or _age(start) <= deadline:
             return False
         await self.executor.stop(self.adapter, body)
         message = f"ran longer than activeDeadlineSeconds={deadline}; the job was stopped"
-        self._write(body, patch, old, Observation("Failed", "DeadlineExceeded", message), generation)
+        self._write(
+            body, patch, old, Observation("Failed", "DeadlineExceeded", message), generation
+        )
         return True
 
     async def _expire(self, body: kopf.Body, old: dict[str, Any]) -> None:
@@ -195,9 +231,18 @@ class Reconciler:
         ttl = (body.spec or {}).get("ttlSecondsAfterFinished")
         done = old.get("completionTime")
         if ttl is not None and done and _age(done) >= ttl:
-            await self.kube.delete(API_VERSION, self.adapter.kind, body.metadata.namespace, body.metadata.name)
+            await self.kube.delete(
+                API_VERSION, self.adapter.kind, body.metadata.namespace, body.metadata.name
+            )
 
-    def _write(self, body: kopf.Body, patch: kopf.Patch, old: dict[str, Any], obs: Observation, generation: int) -> None:
+    def _write(
+        self,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        old: dict[str, Any],
+        obs: Observation,
+        generation: int,
+    ) -> None:
         new = status_patch(old, obs, generation)
         if not changed(old, new):
             return
@@ -208,7 +253,9 @@ class Reconciler:
             metrics.TRANSITIONS.labels(self.adapter.kind, before, obs.phase).inc()
             emit = kopf.warn if obs.phase == "Failed" else kopf.info
             emit(dict(body), reason=obs.phase, message=obs.message[:1000] or obs.phase)
-            metrics.track(self.adapter.kind, f"{body.metadata.namespace}/{body.metadata.name}", obs.phase)
+            metrics.track(
+                self.adapter.kind, f"{body.metadata.namespace}/{body.metadata.name}", obs.phase
+            )
 
 
 def _age(timestamp: str) -> float:
@@ -218,7 +265,11 @@ def _age(timestamp: str) -> float:
 
 
 def _progress_fields(progress: dict[str, Any], phase: str) -> dict[str, Any]:
-    out = {k: v for k, v in progress.items() if k not in ("state", "message", "error", "result", "updatedAt", "lastCheckpoint")}
+    out = {
+        k: v
+        for k, v in progress.items()
+        if k not in ("state", "message", "error", "result", "updatedAt", "lastCheckpoint")
+    }
     if phase == "Succeeded" and out:
         out["percent"] = 100.0
     return out
@@ -238,5 +289,14 @@ def register(adapter: Adapter, executor: Any, kube: Any, settings: OperatorSetti
     # A failed reconcile is retried soon: most failures are a dependency or an API hiccup.
     for decorator in (kopf.on.create, kopf.on.resume):
         decorator(GROUP, VERSION, adapter.plural, id="reconcile", backoff=3)(on_change)
-    kopf.on.update(GROUP, VERSION, adapter.plural, id="reconcile", field="spec", backoff=3)(on_change)
-    kopf.timer(GROUP, VERSION, adapter.plural, id="resync", interval=settings.resyncSeconds, initial_delay=settings.resyncSeconds)(on_change)
+    kopf.on.update(GROUP, VERSION, adapter.plural, id="reconcile", field="spec", backoff=3)(
+        on_change
+    )
+    kopf.timer(
+        GROUP,
+        VERSION,
+        adapter.plural,
+        id="resync",
+        interval=settings.resyncSeconds,
+        initial_delay=settings.resyncSeconds,
+    )(on_change)

@@ -42,7 +42,9 @@ class OperatorSettings(Model):
         env = dict(os.environ if env is None else env)
         get = lambda key: env.get(f"LONGREACH_{key}", "")  # noqa: E731
         values: dict[str, object] = {
-            "storage": StorageSpec(endpoint=get("S3_ENDPOINT"), secretName=get("S3_SECRET"), region=get("S3_REGION")),
+            "storage": StorageSpec(
+                endpoint=get("S3_ENDPOINT"), secretName=get("S3_SECRET"), region=get("S3_REGION")
+            ),
             "namespaces": [n.strip() for n in get("NAMESPACES").split(",") if n.strip()],
         }
         for field, key in [

@@ -36,12 +36,18 @@ class Observation:
     extra: dict[str, Any] = field(default_factory=dict)  # kind-specific fields, e.g. lastCheckpoint
 
 
-def phase_of(child: ChildState, progress: dict[str, Any], output_committed: bool, marker: str) -> tuple[str, str, str]:
+def phase_of(
+    child: ChildState, progress: dict[str, Any], output_committed: bool, marker: str
+) -> tuple[str, str, str]:
     """(phase, reason, message) for a resource whose child exists. `Succeeded` only when the
     child succeeded AND the output's commit marker exists."""
     if child.state == "succeeded":
         if output_committed:
-            return "Succeeded", "Completed", progress.get("message") or "the job succeeded and its output is committed"
+            return (
+                "Succeeded",
+                "Completed",
+                progress.get("message") or "the job succeeded and its output is committed",
+            )
         return "Failed", "OutputMissing", f"the job reported success but {marker} is missing"
     if child.state == "failed":
         why = progress.get("error") or child.message or "the job failed"
@@ -56,7 +62,9 @@ def phase_of(child: ChildState, progress: dict[str, Any], output_committed: bool
 _CONDITIONS = ("Ready", "Succeeded", "Failed", "Waiting")
 
 
-def conditions(old: list[dict[str, Any]], obs: Observation, generation: int) -> list[dict[str, Any]]:
+def conditions(
+    old: list[dict[str, Any]], obs: Observation, generation: int
+) -> list[dict[str, Any]]:
     """Ready, Succeeded, Failed and Waiting; lastTransitionTime moves only when status flips."""
     wanted = {
         "Ready": obs.phase == "Succeeded",
@@ -76,7 +84,9 @@ def conditions(old: list[dict[str, Any]], obs: Observation, generation: int) -> 
                 "status": status,
                 "reason": reason,
                 "message": obs.message if wanted[ctype] or ctype == "Ready" else "",
-                "lastTransitionTime": before.get("lastTransitionTime", now()) if before.get("status") == status else now(),
+                "lastTransitionTime": before.get("lastTransitionTime", now())
+                if before.get("status") == status
+                else now(),
                 "observedGeneration": generation,
             }
         )
@@ -109,7 +119,9 @@ def changed(old: dict[str, Any], patch: dict[str, Any]) -> bool:
     """True when writing `patch` would change anything but timestamps."""
     for key, value in patch.items():
         if key == "conditions":
-            strip = lambda cs: [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in cs]  # noqa: E731
+            strip = lambda cs: [
+                {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in cs
+            ]  # noqa: E731
             if strip(value) != strip(old.get("conditions") or []):
                 return True
         elif old.get(key) != value:
@@ -124,5 +136,9 @@ def dependency_message(kind: str, name: str, dep: dict[str, Any] | None) -> tupl
     status = dep.get("status") or {}
     phase = status.get("phase") or "Pending"
     percent = (status.get("progress") or {}).get("percent")
-    detail = f"{phase}, {percent:.0f}%" if isinstance(percent, int | float) and phase == "Running" else phase
+    detail = (
+        f"{phase}, {percent:.0f}%"
+        if isinstance(percent, int | float) and phase == "Running"
+        else phase
+    )
     return "DependencyNotReady", f"waiting for {kind} {name}: {detail}"

@@ -56,7 +56,9 @@ def build_service(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-def build_jobset(name: str, namespace: str, spec: ContextExtensionSpec, image: str) -> dict[str, Any]:
+def build_jobset(
+    name: str, namespace: str, spec: ContextExtensionSpec, image: str
+) -> dict[str, Any]:
     r = spec.resources
     limits: dict[str, Any] = {"memory": r.memory}
     if r.gpusPerNode:
@@ -65,8 +67,17 @@ def build_jobset(name: str, namespace: str, spec: ContextExtensionSpec, image: s
         "name": "trainer",
         "image": spec.image or image,
         "command": torchrun_args(spec),
-        "env": c.env(spec, {"MASTER_ADDR": master_address(name), "NNODES": str(r.nodes)})
-        + [{"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['jobset.sigs.k8s.io/job-index']"}}}],
+        "env": [
+            *c.env(spec, {"MASTER_ADDR": master_address(name), "NNODES": str(r.nodes)}),
+            {
+                "name": "NODE_RANK",
+                "valueFrom": {
+                    "fieldRef": {
+                        "fieldPath": "metadata.annotations['jobset.sigs.k8s.io/job-index']"
+                    }
+                },
+            },
+        ],
         "resources": {"requests": {"cpu": r.cpu, "memory": r.memory}, "limits": limits},
         "ports": [{"name": "rendezvous", "containerPort": MASTER_PORT}],
         "volumeMounts": [c.CONFIG_MOUNT, {"name": "shm", "mountPath": "/dev/shm"}],
@@ -99,7 +110,12 @@ def build_jobset(name: str, namespace: str, spec: ContextExtensionSpec, image: s
                     "replicas": r.nodes,
                     "template": {
                         "metadata": {"labels": c.labels(KIND, name)},
-                        "spec": {"parallelism": 1, "completions": 1, "backoffLimit": 0, "template": pod},
+                        "spec": {
+                            "parallelism": 1,
+                            "completions": 1,
+                            "backoffLimit": 0,
+                            "template": pod,
+                        },
                     },
                 }
             ],
@@ -107,5 +123,11 @@ def build_jobset(name: str, namespace: str, spec: ContextExtensionSpec, image: s
     }
 
 
-def build(name: str, namespace: str, spec: ContextExtensionSpec, config: TrainJobConfig, image: str) -> list[dict[str, Any]]:
-    return [c.config_map(name, namespace, KIND, config), build_service(name, namespace), build_jobset(name, namespace, spec, image)]
+def build(
+    name: str, namespace: str, spec: ContextExtensionSpec, config: TrainJobConfig, image: str
+) -> list[dict[str, Any]]:
+    return [
+        c.config_map(name, namespace, KIND, config),
+        build_service(name, namespace),
+        build_jobset(name, namespace, spec, image),
+    ]

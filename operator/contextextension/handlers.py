@@ -8,7 +8,12 @@ from typing import Any, ClassVar
 from longreach.jobs import storage
 from longreach.operator.contextextension import children
 from longreach.operator.contextextension.plan import plan
-from longreach.operator.contextextension.spec import KIND, PLURAL, ContextExtensionSpec, TrainJobConfig
+from longreach.operator.contextextension.spec import (
+    KIND,
+    PLURAL,
+    ContextExtensionSpec,
+    TrainJobConfig,
+)
 from longreach.operator.datamixture.spec import KIND as DMIX_KIND
 from longreach.operator.datamixture.spec import PLURAL as DMIX_PLURAL
 from longreach.operator.reconcile import Adapter, Dependency
@@ -27,14 +32,25 @@ class ContextExtensionAdapter(Adapter):
         ref = spec.data.dataMixtureRef
         return [Dependency(DMIX_KIND, DMIX_PLURAL, ref)] if ref else []
 
-    def job_config(self, name: str, namespace: str, spec: ContextExtensionSpec, deps: dict[str, Any]) -> TrainJobConfig:
+    def job_config(
+        self, name: str, namespace: str, spec: ContextExtensionSpec, deps: dict[str, Any]
+    ) -> TrainJobConfig:
         data_uri = spec.data.uri
         if data_uri is None:
             dep = deps[spec.data.dataMixtureRef or ""]
-            data_uri = ((dep.get("status") or {}).get("result") or {}).get("uri") or dep["spec"]["output"]["uri"]
+            data_uri = ((dep.get("status") or {}).get("result") or {}).get("uri") or dep["spec"][
+                "output"
+            ]["uri"]
         return TrainJobConfig(name=name, namespace=namespace, spec=spec, dataUri=data_uri)
 
-    def children(self, name: str, namespace: str, spec: ContextExtensionSpec, config: Any, settings: OperatorSettings) -> list[dict[str, Any]]:
+    def children(
+        self,
+        name: str,
+        namespace: str,
+        spec: ContextExtensionSpec,
+        config: Any,
+        settings: OperatorSettings,
+    ) -> list[dict[str, Any]]:
         return children.build(name, namespace, spec, config, settings.trainerImage)
 
     def observe(self, child: dict[str, Any]) -> ChildState:
@@ -64,7 +80,9 @@ def read_model_config(spec: ContextExtensionSpec) -> dict[str, Any] | None:
     if not spec.model.uri:
         return None
     try:
-        return storage.read_json_if_exists(storage.join(spec.model.uri, "config.json"), spec.storage)
+        return storage.read_json_if_exists(
+            storage.join(spec.model.uri, "config.json"), spec.storage
+        )
     except Exception:  # unreachable storage: the job reports it properly, with the field named
         return None
 
@@ -78,7 +96,9 @@ def observe_jobset(jobset: dict[str, Any]) -> ChildState:
         return ChildState("succeeded", conds["Completed"].get("message", ""), attempts)
     if "Failed" in conds:
         c = conds["Failed"]
-        return ChildState("failed", f"JobSet failed: {c.get('reason', '')}: {c.get('message', '')}", attempts)
+        return ChildState(
+            "failed", f"JobSet failed: {c.get('reason', '')}: {c.get('message', '')}", attempts
+        )
     if "Suspended" in conds or (jobset.get("spec") or {}).get("suspend"):
         return ChildState("suspended", "", attempts)
     jobs = status.get("replicatedJobsStatus") or []

@@ -11,7 +11,9 @@ ENTRYPOINT = f"python -m longreach.jobs.mixture --config {c.CONFIG_PATH}"
 RAY_VERSION = "2.60.0"
 
 
-def _pod(name: str, spec: DataMixtureSpec, image: str, container: str, resources: dict[str, Any]) -> dict[str, Any]:
+def _pod(
+    name: str, spec: DataMixtureSpec, image: str, container: str, resources: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "metadata": {"labels": c.labels(KIND, name) | {"app.kubernetes.io/component": container}},
         "spec": {
@@ -38,7 +40,13 @@ def build_rayjob(name: str, namespace: str, spec: DataMixtureSpec, image: str) -
         "requests": {"cpu": spec.ray.workerCPU, "memory": spec.ray.workerMemory},
         "limits": {"cpu": spec.ray.workerCPU, "memory": spec.ray.workerMemory},
     }
-    head = _pod(name, spec, image, "ray-head", {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}})
+    head = _pod(
+        name,
+        spec,
+        image,
+        "ray-head",
+        {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
+    )
     worker = _pod(name, spec, image, "ray-worker", worker_res)
     return {
         "apiVersion": "ray.io/v1",
@@ -69,5 +77,7 @@ def build_rayjob(name: str, namespace: str, spec: DataMixtureSpec, image: str) -
     }
 
 
-def build(name: str, namespace: str, spec: DataMixtureSpec, config: MixtureJobConfig, image: str) -> list[dict[str, Any]]:
+def build(
+    name: str, namespace: str, spec: DataMixtureSpec, config: MixtureJobConfig, image: str
+) -> list[dict[str, Any]]:
     return [c.config_map(name, namespace, KIND, config), build_rayjob(name, namespace, spec, image)]

@@ -19,10 +19,19 @@ class DataMixtureAdapter(Adapter):
     marker: ClassVar[str] = "manifest.json"
     child_kind = ("ray.io/v1", "RayJob")
 
-    def job_config(self, name: str, namespace: str, spec: DataMixtureSpec, deps: dict[str, Any]) -> MixtureJobConfig:
+    def job_config(
+        self, name: str, namespace: str, spec: DataMixtureSpec, deps: dict[str, Any]
+    ) -> MixtureJobConfig:
         return MixtureJobConfig(name=name, namespace=namespace, spec=spec)
 
-    def children(self, name: str, namespace: str, spec: DataMixtureSpec, config: Any, settings: OperatorSettings) -> list[dict[str, Any]]:
+    def children(
+        self,
+        name: str,
+        namespace: str,
+        spec: DataMixtureSpec,
+        config: Any,
+        settings: OperatorSettings,
+    ) -> list[dict[str, Any]]:
         return children.build(name, namespace, spec, config, settings.dataImage)
 
     def observe(self, child: dict[str, Any]) -> ChildState:

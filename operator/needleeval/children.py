@@ -41,5 +41,7 @@ def build_job(name: str, namespace: str, spec: NeedleEvalSpec, image: str) -> di
     }
 
 
-def build(name: str, namespace: str, spec: NeedleEvalSpec, config: NeedleJobConfig, image: str) -> list[dict[str, Any]]:
+def build(
+    name: str, namespace: str, spec: NeedleEvalSpec, config: NeedleJobConfig, image: str
+) -> list[dict[str, Any]]:
     return [c.config_map(name, namespace, KIND, config), build_job(name, namespace, spec, image)]

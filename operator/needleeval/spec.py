@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from longreach.operator.common import Model, OutputSpec, Placement, Quantity, StatusBase, rule
 from pydantic import Field
+
+from longreach.operator.common import Model, OutputSpec, Placement, Quantity, StatusBase, rule
 
 KIND = "NeedleEval"
 PLURAL = "needleevals"
@@ -118,7 +119,7 @@ class DepthGrid(Model):
 def _linspace(lo: int, hi: int, n: int) -> list[int]:
     """round(numpy.linspace(lo, hi, n)) without numpy (the operator does not import it)."""
     if n == 1:
-        return [round(lo)]
+        return [lo]
     return [round(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,9 @@ def namespace(control_plane: Any, request: pytest.FixtureRequest) -> Iterator[st
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, op: Operator | None = None) -> Any:
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 30.0, op: Operator | None = None
+) -> Any:
     """Poll `check` until it returns something truthy; fail with what was awaited."""
     deadline = time.monotonic() + timeout
     last: Any = None

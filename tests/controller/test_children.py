@@ -17,8 +17,13 @@ def apply(cp: Any, ns: str, manifest: str) -> None:
     cp.kubectl("apply", "-n", ns, "-f", "-", input=textwrap.dedent(manifest))
 
 
-def test_datamixture_gets_configmap_and_rayjob(control_plane: Any, operator: Operator, namespace: str, tmp_path: Any) -> None:
-    apply(control_plane, namespace, f"""
+def test_datamixture_gets_configmap_and_rayjob(
+    control_plane: Any, operator: Operator, namespace: str, tmp_path: Any
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        f"""
         apiVersion: longreach.io/v1alpha1
         kind: DataMixture
         metadata: {{name: mix}}
@@ -31,7 +36,8 @@ def test_datamixture_gets_configmap_and_rayjob(control_plane: Any, operator: Ope
           storage: {{secretName: s3-credentials, endpoint: http://minio:9000}}
           ray: {{workers: 3, workerCPU: 6, workerMemory: 20Gi}}
           queueName: research
-        """)
+        """,
+    )
     rayjob = wait_for("RayJob", lambda: get(control_plane, "rayjob", "mix", namespace), op=operator)
     owner = get(control_plane, "dmix", "mix", namespace)
     assert rayjob["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
@@ -42,8 +48,13 @@ def test_datamixture_gets_configmap_and_rayjob(control_plane: Any, operator: Ope
     assert workers["replicas"] == 3
     worker = workers["template"]["spec"]["containers"][0]
     assert worker["resources"]["requests"] == {"cpu": "6", "memory": "20Gi"}
-    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in worker["env"] if "valueFrom" in e}
-    assert secret_env == {"AWS_ACCESS_KEY_ID": "s3-credentials", "AWS_SECRET_ACCESS_KEY": "s3-credentials"}
+    secret_env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in worker["env"] if "valueFrom" in e
+    }
+    assert secret_env == {
+        "AWS_ACCESS_KEY_ID": "s3-credentials",
+        "AWS_SECRET_ACCESS_KEY": "s3-credentials",
+    }
     assert "longreach.jobs.mixture" in rayjob["spec"]["entrypoint"]
     cm = get(control_plane, "configmap", "mix-config", namespace)
     assert '"totalTokens": 5000000000' in cm["data"]["config.json"]
@@ -51,8 +62,13 @@ def test_datamixture_gets_configmap_and_rayjob(control_plane: Any, operator: Ope
     assert cm["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
 
 
-def test_contextextension_gets_gang_jobset(control_plane: Any, operator: Operator, namespace: str, tmp_path: Any) -> None:
-    apply(control_plane, namespace, f"""
+def test_contextextension_gets_gang_jobset(
+    control_plane: Any, operator: Operator, namespace: str, tmp_path: Any
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        f"""
         apiVersion: longreach.io/v1alpha1
         kind: ContextExtension
         metadata: {{name: ext}}
@@ -67,7 +83,8 @@ def test_contextextension_gets_gang_jobset(control_plane: Any, operator: Operato
           priorityClassName: high
           nodeSelector: {{gpu: a100}}
           tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]
-        """)
+        """,
+    )
     js = wait_for("JobSet", lambda: get(control_plane, "jobset", "ext", namespace), op=operator)
     svc = get(control_plane, "service", "ext-rdzv", namespace)
     assert svc["spec"]["clusterIP"] == "None"
@@ -77,17 +94,27 @@ def test_contextextension_gets_gang_jobset(control_plane: Any, operator: Operato
     assert rj["replicas"] == 2
     pod = rj["template"]["spec"]["template"]["spec"]
     assert pod["priorityClassName"] == "high" and pod["nodeSelector"] == {"gpu": "a100"}
-    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     c = pod["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert c["command"][:3] == ["torchrun", "--nnodes=2", "--nproc-per-node=8"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
     assert env["MASTER_ADDR"] == "ext-node-0-0.ext-rdzv"
-    assert env["NODE_RANK"]["fieldRef"]["fieldPath"] == "metadata.annotations['jobset.sigs.k8s.io/job-index']"
+    assert (
+        env["NODE_RANK"]["fieldRef"]["fieldPath"]
+        == "metadata.annotations['jobset.sigs.k8s.io/job-index']"
+    )
 
 
-def test_needleeval_gets_job(control_plane: Any, operator: Operator, namespace: str, tmp_path: Any) -> None:
-    apply(control_plane, namespace, f"""
+def test_needleeval_gets_job(
+    control_plane: Any, operator: Operator, namespace: str, tmp_path: Any
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        f"""
         apiVersion: longreach.io/v1alpha1
         kind: NeedleEval
         metadata: {{name: niah}}
@@ -95,7 +122,8 @@ def test_needleeval_gets_job(control_plane: Any, operator: Operator, namespace: 
           model: {{uri: s3://models/m}}
           resources: {{gpus: 1}}
           output: {{uri: {tmp_path}/niah}}
-        """)
+        """,
+    )
     job = wait_for("Job", lambda: get(control_plane, "job", "niah", namespace), op=operator)
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"][-3:] == ["longreach.jobs.needle", "--config", "/etc/longreach/config.json"]

@@ -16,21 +16,34 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def local_operator(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(control_plane.kubeconfig, tmp_path_factory.mktemp("local-operator"), executor="local").start()
+def local_operator(
+    control_plane: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    op = Operator(
+        control_plane.kubeconfig, tmp_path_factory.mktemp("local-operator"), executor="local"
+    ).start()
     try:
         yield op
     finally:
         op.stop()
 
 
-def test_local_mixture_succeeds_and_a_broken_one_says_why(control_plane: Any, local_operator: Operator, namespace: str, tmp_path: Path, tokenizer_dir: Path) -> None:
+def test_local_mixture_succeeds_and_a_broken_one_says_why(
+    control_plane: Any,
+    local_operator: Operator,
+    namespace: str,
+    tmp_path: Path,
+    tokenizer_dir: Path,
+) -> None:
     from longreach.jobs.mixture.corpus import write_slimpajama_corpus
 
     cp, corpus = control_plane, tmp_path / "corpus"
     write_slimpajama_corpus(str(corpus), documents=3000, seed=1, scale=1 / 16)
     for name, source in (("good", corpus / "train"), ("broken", tmp_path / "nothing-here")):
-        apply(cp, namespace, f"""
+        apply(
+            cp,
+            namespace,
+            f"""
             apiVersion: longreach.io/v1alpha1
             kind: DataMixture
             metadata: {{name: {name}}}
@@ -41,8 +54,11 @@ def test_local_mixture_succeeds_and_a_broken_one_says_why(control_plane: Any, lo
               totalTokens: 20K
               sequenceLength: 512
               output: {{uri: {tmp_path}/{name}}}
-            """)
-    done = lambda n: get(cp, "dmix", n, namespace).get("status", {}).get("phase") in ("Succeeded", "Failed")  # noqa: E731
+            """,
+        )
+    done = lambda n: (
+        get(cp, "dmix", n, namespace).get("status", {}).get("phase") in ("Succeeded", "Failed")
+    )  # noqa: E731
     wait_for("the good mixture", lambda: done("good"), timeout=240, op=local_operator)
     good = get(cp, "dmix", "good", namespace)["status"]
     assert good["phase"] == "Succeeded", good

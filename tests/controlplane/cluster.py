@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,10 @@ def free_port() -> int:
 def ensure_binaries() -> None:
     """Build the binaries when missing (first run only; minutes)."""
     needed = [BIN / "kube-apiserver", BIN / "kubectl", BIN / "etcd", BIN / "helm"]
-    crds = [THIRD_PARTY_CRDS / "ray.io_rayjobs.yaml", THIRD_PARTY_CRDS / "jobset.x-k8s.io_jobsets.yaml"]
+    crds = [
+        THIRD_PARTY_CRDS / "ray.io_rayjobs.yaml",
+        THIRD_PARTY_CRDS / "jobset.x-k8s.io_jobsets.yaml",
+    ]
     if not all(p.exists() for p in needed + crds):
         subprocess.run(["bash", str(BUILD_SCRIPT)], check=True)
 
@@ -60,21 +63,30 @@ class ControlPlane:
             subprocess.Popen(
                 [
                     str(BIN / "etcd"),
-                    "--data-dir", str(self.workdir / "etcd"),
-                    "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-                    "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+                    "--data-dir",
+                    str(self.workdir / "etcd"),
+                    "--listen-client-urls",
+                    f"http://127.0.0.1:{etcd_port}",
+                    "--advertise-client-urls",
+                    f"http://127.0.0.1:{etcd_port}",
+                    "--listen-peer-urls",
+                    f"http://127.0.0.1:{peer_port}",
+                    "--initial-advertise-peer-urls",
+                    f"http://127.0.0.1:{peer_port}",
+                    "--initial-cluster",
+                    f"default=http://127.0.0.1:{peer_port}",
                     "--unsafe-no-fsync",
                 ],
-                stdout=etcd_log, stderr=subprocess.STDOUT,
+                stdout=etcd_log,
+                stderr=subprocess.STDOUT,
             )
         )
         token = secrets.token_hex(16)
         (self.workdir / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
         key = self.workdir / "sa.key"
-        subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+        subprocess.run(
+            ["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True
+        )
         api_log = open(self.workdir / "apiserver.log", "wb")  # noqa: SIM115
         self.procs.append(
             subprocess.Popen(
@@ -95,7 +107,8 @@ class ControlPlane:
                     "--allow-privileged=true",
                     "--enable-priority-and-fairness=false",
                 ],
-                stdout=api_log, stderr=subprocess.STDOUT,
+                stdout=api_log,
+                stderr=subprocess.STDOUT,
             )
         )
         self.url = f"https://127.0.0.1:{api_port}"
@@ -116,29 +129,39 @@ class ControlPlane:
             for p in self.procs:
                 if p.poll() is not None:
                     raise RuntimeError(f"control plane exited early; see logs in {self.workdir}")
-            r = self.kubectl("get", "--raw", "/readyz", check=False)
-            if r.returncode == 0:
-                # The default namespace appears shortly after readiness.
-                if self.kubectl("get", "namespace", "default", check=False).returncode == 0:
-                    return
+            ready = self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
+            # The default namespace appears shortly after readiness.
+            if ready and self.kubectl("get", "namespace", "default", check=False).returncode == 0:
+                return
             time.sleep(0.5)
-        raise TimeoutError(f"kube-apiserver not ready after {timeout}s; see {self.workdir}/apiserver.log")
+        raise TimeoutError(
+            f"kube-apiserver not ready after {timeout}s; see {self.workdir}/apiserver.log"
+        )
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this control plane; raises with its stderr when `check`."""
         r = subprocess.run(
             [str(BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, timeout=120,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if check and r.returncode != 0:
-            raise KubectlError(f"kubectl {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+            raise KubectlError(
+                f"kubectl {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}"
+            )
         return r
 
     def wait_established(self, timeout: float = 60.0) -> None:
         """Until every CRD is Established (kubectl wait errors while conditions are still empty)."""
         deadline = time.monotonic() + timeout
         while True:
-            r = self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=10s", check=False)
+            r = self.kubectl(
+                "wait", "--for=condition=Established", "crd", "--all", "--timeout=10s", check=False
+            )
             if r.returncode == 0:
                 return
             if time.monotonic() > deadline:
@@ -163,8 +186,19 @@ class ControlPlane:
 class OperatorProcess:
     """`longreach operator` as a subprocess; restartable, like a pod."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, executor: str = "kubernetes", env: dict[str, str] | None = None) -> None:
-        self.kubeconfig, self.workdir, self.executor, self.extra_env = kubeconfig, workdir, executor, env or {}
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        executor: str = "kubernetes",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.kubeconfig, self.workdir, self.executor, self.extra_env = (
+            kubeconfig,
+            workdir,
+            executor,
+            env or {},
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
 
@@ -182,7 +216,10 @@ class OperatorProcess:
         }
         log = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "longreach.operator.cli", "operator"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-P", "-m", "longreach.operator.cli", "operator"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         return self
 

@@ -18,7 +18,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def longreach(*args: str, **kwargs: object) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
-    return subprocess.Popen([sys.executable, "-P", "-m", "longreach.operator.cli", *args], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        [sys.executable, "-P", "-m", "longreach.operator.cli", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
 def test_demo_runs_the_recipe_and_resumes_after_ctrl_c(tmp_path: Path) -> None:
@@ -29,7 +36,9 @@ def test_demo_runs_the_recipe_and_resumes_after_ctrl_c(tmp_path: Path) -> None:
     first = longreach("demo", "--artifacts", str(artifacts), start_new_session=True)
     deadline = time.monotonic() + 600
     while not (demo / "extension" / "progress.json").exists():
-        assert first.poll() is None, f"demo ended early:\n{first.stdout.read() if first.stdout else ''}"
+        assert first.poll() is None, (
+            f"demo ended early:\n{first.stdout.read() if first.stdout else ''}"
+        )
         assert time.monotonic() < deadline, "training never started"
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGINT)
@@ -44,10 +53,15 @@ def test_demo_runs_the_recipe_and_resumes_after_ctrl_c(tmp_path: Path) -> None:
     assert "DataMixture/demo-mixture: already done" in out2
     manifest = json.loads((demo / "mixture" / "manifest.json").read_text())
     assert manifest["sequenceLength"] == 1024
-    assert (demo / "mixture" / "domains.png").exists() and (demo / "mixture" / "lengths.png").exists()
+    assert (demo / "mixture" / "domains.png").exists() and (
+        demo / "mixture" / "lengths.png"
+    ).exists()
     final = demo / "extension" / "final"
     config = json.loads((final / "config.json").read_text())
-    assert config["rope_parameters"]["rope_theta"] == 200000 and config["max_position_embeddings"] >= 1024
+    assert (
+        config["rope_parameters"]["rope_theta"] == 200000
+        and config["max_position_embeddings"] >= 1024
+    )
     results = json.loads((demo / "needle" / "results.json").read_text())
     assert len(results["cells"]) == 12
     assert (demo / "needle" / "heatmap.png").stat().st_size > 10_000

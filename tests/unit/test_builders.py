@@ -15,30 +15,76 @@ from longreach.operator.needleeval.spec import NeedleEvalSpec, NeedleJobConfig
 
 pytestmark = pytest.mark.unit
 
-MIX = DataMixtureSpec.model_validate({"sources": [{"uri": "s3://c"}], "tokenizer": {"uri": "t"}, "totalTokens": "4M", "sequenceLength": 4096, "output": {"uri": "s3://o"}, "queueName": "q", "suspend": True})
-EXT = ContextExtensionSpec.model_validate({"model": {"uri": "m"}, "data": {"uri": "d"}, "sequenceLength": 8192, "rope": {"theta": 5e5}, "training": {"tokens": "1M"}, "resources": {"nodes": 3, "gpusPerNode": 0}, "output": {"uri": "o"}, "maxRestarts": 4})
-EVAL = NeedleEvalSpec.model_validate({"model": {"uri": "m"}, "output": {"uri": "o"}, "image": "my/eval:1", "imagePullSecrets": ["regcred"]})
+MIX = DataMixtureSpec.model_validate(
+    {
+        "sources": [{"uri": "s3://c"}],
+        "tokenizer": {"uri": "t"},
+        "totalTokens": "4M",
+        "sequenceLength": 4096,
+        "output": {"uri": "s3://o"},
+        "queueName": "q",
+        "suspend": True,
+    }
+)
+EXT = ContextExtensionSpec.model_validate(
+    {
+        "model": {"uri": "m"},
+        "data": {"uri": "d"},
+        "sequenceLength": 8192,
+        "rope": {"theta": 5e5},
+        "training": {"tokens": "1M"},
+        "resources": {"nodes": 3, "gpusPerNode": 0},
+        "output": {"uri": "o"},
+        "maxRestarts": 4,
+    }
+)
+EVAL = NeedleEvalSpec.model_validate(
+    {
+        "model": {"uri": "m"},
+        "output": {"uri": "o"},
+        "image": "my/eval:1",
+        "imagePullSecrets": ["regcred"],
+    }
+)
 
 
 def test_mixture_children() -> None:
     cm, rayjob = dmix.build("m", "ns", MIX, MixtureJobConfig(name="m", spec=MIX), "img:1")
-    assert cm["metadata"]["name"] == "m-config" and json.loads(cm["data"]["config.json"])["spec"]["totalTokens"] == 4_000_000
-    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "q" and rayjob["spec"]["suspend"] is True
+    assert (
+        cm["metadata"]["name"] == "m-config"
+        and json.loads(cm["data"]["config.json"])["spec"]["totalTokens"] == 4_000_000
+    )
+    assert (
+        rayjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "q"
+        and rayjob["spec"]["suspend"] is True
+    )
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    assert head["image"] == "img:1" and not any("valueFrom" in e for e in head["env"])  # no secret named
+    assert head["image"] == "img:1" and not any(
+        "valueFrom" in e for e in head["env"]
+    )  # no secret named
 
 
 def test_cpu_training_runs_one_process_per_node() -> None:
-    _, svc, js = ctx.build("e", "ns", EXT, TrainJobConfig(name="e", spec=EXT, dataUri="d"), "trainer:1")
-    container = js["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]
+    _, svc, js = ctx.build(
+        "e", "ns", EXT, TrainJobConfig(name="e", spec=EXT, dataUri="d"), "trainer:1"
+    )
+    container = js["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     assert "--nproc-per-node=1" in container["command"] and "--nnodes=3" in container["command"]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    assert js["spec"]["replicatedJobs"][0]["replicas"] == 3 and js["spec"]["failurePolicy"] == {"maxRestarts": 4}
+    assert js["spec"]["replicatedJobs"][0]["replicas"] == 3 and js["spec"]["failurePolicy"] == {
+        "maxRestarts": 4
+    }
     assert svc["spec"]["selector"] == {"jobset.sigs.k8s.io/jobset-name": "e"}
 
 
 def test_eval_job_uses_the_specs_image_and_pull_secrets() -> None:
-    _, job = needle.build("n", "ns", EVAL, NeedleJobConfig(name="n", spec=EVAL, modelUri="m"), "default:1")
+    _, job = needle.build(
+        "n", "ns", EVAL, NeedleJobConfig(name="n", spec=EVAL, modelUri="m"), "default:1"
+    )
     pod = job["spec"]["template"]["spec"]
-    assert pod["containers"][0]["image"] == "my/eval:1" and pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["containers"][0]["image"] == "my/eval:1" and pod["imagePullSecrets"] == [
+        {"name": "regcred"}
+    ]
     assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}

@@ -13,12 +13,16 @@ pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 
 
-def test_plan_prints_the_estimate_and_exit_code(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_plan_prints_the_estimate_and_exit_code(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     assert main(["plan", str(EXAMPLES / "paper-recipe.yaml")]) == 0
     assert "memory per GPU" in capsys.readouterr().out
     recipe = (EXAMPLES / "paper-recipe.yaml").read_text()
     assert "    gpusPerNode: 8\n" in recipe
-    (tmp_path / "small.yaml").write_text(recipe.replace("    gpusPerNode: 8\n", "    gpusPerNode: 8\n    gpuMemoryGiB: 16\n"))
+    (tmp_path / "small.yaml").write_text(
+        recipe.replace("    gpusPerNode: 8\n", "    gpusPerNode: 8\n    gpuMemoryGiB: 16\n")
+    )
     assert main(["plan", str(tmp_path / "small.yaml")]) == 1
     assert "NO does not fit" in capsys.readouterr().out
 
@@ -27,14 +31,21 @@ def test_run_orders_by_dependency_and_resolves_relative_paths() -> None:
     resources = load(str(EXAMPLES / "quickstart.yaml"), "/art")
     assert [r.kind for r in resources] == ["DataMixture", "ContextExtension", "NeedleEval"]
     assert resources[0].spec.output.uri.startswith("/art/")
-    assert resolve("s3://b/x", "/art") == "s3://b/x" and resolve("demo/x", "s3://b/p") == "s3://b/p/demo/x"
+    assert (
+        resolve("s3://b/x", "/art") == "s3://b/x"
+        and resolve("demo/x", "s3://b/p") == "s3://b/p/demo/x"
+    )
 
 
 def test_run_rejects_a_bad_file_before_any_work(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: longreach.io/v1alpha1\nkind: ContextExtension\nmetadata: {name: x}\nspec:\n  model: {uri: m}\n  data: {dataMixtureRef: missing}\n  sequenceLength: 4096\n  rope: {theta: 1e6}\n  training: {tokens: 1M}\n  output: {uri: o}\n")
-    with pytest.raises(RunError, match="refers to DataMixture/missing, which is not in the file"):
+    bad.write_text(
+        "apiVersion: longreach.io/v1alpha1\nkind: ContextExtension\nmetadata: {name: x}\nspec:\n  model: {uri: m}\n  data: {dataMixtureRef: missing}\n  sequenceLength: 4096\n  rope: {theta: 1e6}\n  training: {tokens: 1M}\n  output: {uri: o}\n"
+    )
+    with pytest.raises(RunError, match=r"refers to DataMixture/missing, which is not in the file"):
         load(str(bad), str(tmp_path))
-    bad.write_text("kind: DataMixture\nmetadata: {name: y}\nspec: {sources: [], tokenizer: {uri: t}, totalTokens: 5B, sequenceLength: 4096, output: {uri: o}}\n")
-    with pytest.raises(RunError, match="spec.sources"):
+    bad.write_text(
+        "kind: DataMixture\nmetadata: {name: y}\nspec: {sources: [], tokenizer: {uri: t}, totalTokens: 5B, sequenceLength: 4096, output: {uri: o}}\n"
+    )
+    with pytest.raises(RunError, match=r"spec\.sources"):
         load(str(bad), str(tmp_path))

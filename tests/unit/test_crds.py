@@ -16,8 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_committed_crds_are_not_stale() -> None:
     expected = crds.render_all()
     for folder in crds.targets(ROOT):
-        committed = {p.name: p.read_text() for p in folder.glob("*.yaml") if p.name != "kustomization.yaml"}
-        assert committed == expected, f"{folder} is stale: run `longreach crds` and commit the result"
+        committed = {
+            p.name: p.read_text() for p in folder.glob("*.yaml") if p.name != "kustomization.yaml"
+        }
+        assert committed == expected, (
+            f"{folder} is stale: run `longreach crds` and commit the result"
+        )
     assert (ROOT / "manifests" / "crds" / "kustomization.yaml").read_text() == crds.kustomization()
 
 
@@ -48,7 +52,9 @@ def test_every_spec_field_is_documented() -> None:
 
 def test_readme_reference_is_not_stale() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert crds.reference_markdown() in readme, "README's spec reference is stale: run `longreach crds`"
+    assert crds.reference_markdown() in readme, (
+        "README's spec reference is stale: run `longreach crds`"
+    )
 
 
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:

@@ -14,7 +14,17 @@ from longreach.operator.settings import OperatorSettings
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize(("given", "want"), [("5B", 5_000_000_000), ("4M", 4_000_000), ("0.5B", 500_000_000), ("812k", 812_000), (4096, 4096), ("131072", 131072)])
+@pytest.mark.parametrize(
+    ("given", "want"),
+    [
+        ("5B", 5_000_000_000),
+        ("4M", 4_000_000),
+        ("0.5B", 500_000_000),
+        ("812k", 812_000),
+        (4096, 4096),
+        ("131072", 131072),
+    ],
+)
 def test_token_budgets(given: object, want: int) -> None:
     assert parse_tokens(given) == want
 
@@ -26,7 +36,12 @@ def test_bad_token_budgets(bad: object) -> None:
 
 
 def test_format_tokens() -> None:
-    assert [format_tokens(n) for n in (5_000_000_000, 4_200_000, 812_000, 12)] == ["5.0B", "4.2M", "812.0K", "12"]
+    assert [format_tokens(n) for n in (5_000_000_000, 4_200_000, 812_000, 12)] == [
+        "5.0B",
+        "4.2M",
+        "812.0K",
+        "12",
+    ]
 
 
 def test_slimpajama_shares_sum_to_one() -> None:
@@ -34,14 +49,34 @@ def test_slimpajama_shares_sum_to_one() -> None:
 
 
 def test_mixture_defaults_are_the_papers() -> None:
-    spec = DataMixtureSpec.model_validate({"sources": [{"uri": "s3://c"}], "tokenizer": {"uri": "t"}, "totalTokens": "5B", "sequenceLength": 131072, "output": {"uri": "o"}})
+    spec = DataMixtureSpec.model_validate(
+        {
+            "sources": [{"uri": "s3://c"}],
+            "tokenizer": {"uri": "t"},
+            "totalTokens": "5B",
+            "sequenceLength": 131072,
+            "output": {"uri": "o"},
+        }
+    )
     s = spec.strategy
-    assert (s.type, s.shortDocumentTokens, s.shortDocumentKeepProbability, s.charsPerToken) == ("per-source", 4096, 0.1, 3.68)
+    assert (s.type, s.shortDocumentTokens, s.shortDocumentKeepProbability, s.charsPerToken) == (
+        "per-source",
+        4096,
+        0.1,
+        3.68,
+    )
     assert spec.seed == 15213 and spec.sources[0].domainField == "meta.redpajama_set_name"
 
 
 def _ext(**overrides: object) -> dict:
-    base: dict = {"model": {"uri": "m"}, "data": {"uri": "d"}, "sequenceLength": 81920, "rope": {"theta": 2e6}, "training": {"tokens": "5B"}, "output": {"uri": "o"}}
+    base: dict = {
+        "model": {"uri": "m"},
+        "data": {"uri": "d"},
+        "sequenceLength": 81920,
+        "rope": {"theta": 2e6},
+        "training": {"tokens": "5B"},
+        "output": {"uri": "o"},
+    }
     base.update(overrides)
     return base
 
@@ -49,7 +84,10 @@ def _ext(**overrides: object) -> dict:
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        ({"data": {"uri": "d", "dataMixtureRef": "x"}}, "exactly one of data.dataMixtureRef and data.uri"),
+        (
+            {"data": {"uri": "d", "dataMixtureRef": "x"}},
+            "exactly one of data.dataMixtureRef and data.uri",
+        ),
         ({"model": {}}, "exactly one of model.uri and model.name"),
         ({"deepspeed": {"sequenceParallel": 3}}, "divisible by deepspeed.sequenceParallel"),
         ({"rope": {"type": "yarn"}}, "need a factor"),
@@ -64,12 +102,26 @@ def test_context_extension_rules_name_the_field(overrides: dict, words: str) -> 
 def test_needle_grid_is_the_papers() -> None:
     spec = NeedleEvalSpec.model_validate({"model": {"uri": "m"}, "output": {"uri": "o"}})
     lengths, depths = spec.lengths.resolve(), spec.depths.resolve()
-    assert len(lengths) == 40 and lengths[0] == 1000 and lengths[-1] == 128000 and lengths[1] == 4256
+    assert (
+        len(lengths) == 40 and lengths[0] == 1000 and lengths[-1] == 128000 and lengths[1] == 4256
+    )
     assert depths == [0.0, 11.0, 22.0, 33.0, 44.0, 56.0, 67.0, 78.0, 89.0, 100.0]
 
 
 def test_operator_settings_from_env() -> None:
-    s = OperatorSettings.from_env({"LONGREACH_EXECUTOR": "local", "LONGREACH_NAMESPACES": "a, b", "LONGREACH_S3_SECRET": "creds", "LONGREACH_RESYNC_SECONDS": "2.5"})
-    assert (s.executor, s.namespaces, s.storage.secretName, s.resyncSeconds) == ("local", ["a", "b"], "creds", 2.5)
+    s = OperatorSettings.from_env(
+        {
+            "LONGREACH_EXECUTOR": "local",
+            "LONGREACH_NAMESPACES": "a, b",
+            "LONGREACH_S3_SECRET": "creds",
+            "LONGREACH_RESYNC_SECONDS": "2.5",
+        }
+    )
+    assert (s.executor, s.namespaces, s.storage.secretName, s.resyncSeconds) == (
+        "local",
+        ["a", "b"],
+        "creds",
+        2.5,
+    )
     with pytest.raises(ValidationError):
         OperatorSettings.from_env({"LONGREACH_EXECUTOR": "slurm"})
