@@ -418,3 +418,33 @@ def test_a_run_that_cannot_fit_is_refused_with_the_numbers(
     assert status["message"].startswith("does not fit: ") and "GiB" in status["message"]
     assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "Refused"
     assert cp.kubectl("get", "jobset", "toobig", "-n", namespace, check=False).returncode != 0
+
+
+def test_active_deadline_stops_the_job_and_ttl_deletes_the_resource(
+    control_plane: Any, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    cp = control_plane
+    manifest = mixture("slow", tmp_path / "slow").replace(
+        "sequenceLength: 4096",
+        "sequenceLength: 4096\n          activeDeadlineSeconds: 2\n          ttlSecondsAfterFinished: 3",
+    )
+    apply(cp, namespace, manifest)
+    wait_for("RayJob", lambda: get(cp, "rayjob", "slow", namespace), op=operator)
+    patch_status(
+        cp, "rayjob", "slow", namespace, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+    )
+    wait_for(
+        "DeadlineExceeded", lambda: phase(cp, "dmix", "slow", namespace) == "Failed", op=operator
+    )
+    status = get(cp, "dmix", "slow", namespace)["status"]
+    assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "DeadlineExceeded"
+    wait_for(
+        "the RayJob stopped",
+        lambda: cp.kubectl("get", "rayjob", "slow", "-n", namespace, check=False).returncode != 0,
+        op=operator,
+    )
+    wait_for(
+        "the resource deleted after its TTL",
+        lambda: cp.kubectl("get", "dmix", "slow", "-n", namespace, check=False).returncode != 0,
+        op=operator,
+    )
