@@ -121,7 +121,7 @@ def changed(old: dict[str, Any], patch: dict[str, Any]) -> bool:
         if key == "conditions":
             strip = lambda cs: [
                 {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in cs
-            ]  # noqa: E731
+            ]
             if strip(value) != strip(old.get("conditions") or []):
                 return True
         elif old.get(key) != value:

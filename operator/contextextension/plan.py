@@ -10,7 +10,8 @@ The model, per GPU, for bf16 training with AdamW (fp32 master weights and two mo
   FlashAttention/SDPA (no s² term). A Llama layer keeps about 9h + 3h_kv + 4i bf16 values per
   token for its backward pass. With activation checkpointing only each layer's input (h values
   per token) is kept, plus one layer recomputed during the backward pass and its gradients.
-- logits: s × vocabulary × 10 B (bf16 logits, their fp32 copy for the loss, and its gradient).
+- logits: s × vocabulary × 4 B (bf16 logits and their gradient), plus one 4096-position chunk
+  × vocabulary × 12 B for the float32 loss the job computes chunk by chunk.
 - a fixed 2 GiB for the CUDA context, communication buffers and allocator slack.
 """
 
@@ -23,6 +24,7 @@ from longreach.operator.contextextension.spec import ContextExtensionSpec
 
 GiB = 2**30
 OVERHEAD_GIB = 2.0
+LOSS_CHUNK = 4096  # positions per float32 loss chunk, as jobs/train/compute.py computes it
 
 # LLaMA-2 7B, the paper's model, when the model's config.json cannot be read.
 ASSUMED = {
@@ -144,7 +146,7 @@ def memory(spec: ContextExtensionSpec, shape: Shape, sp: int) -> dict[str, float
         activations = kept + working
     else:
         activations = shape.layers * s * per_token_layer
-    logits = s * shape.vocab * 10
+    logits = s * shape.vocab * 4 + min(s, LOSS_CHUNK) * shape.vocab * 12
     out = {
         "parameters": params / GiB,
         "gradients": grads / GiB,

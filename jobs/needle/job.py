@@ -1,0 +1,325 @@
+"""The NeedleEval job: build the grid, generate, score, write results.json and heatmap.png.
+
+Restarts: every finished cell is kept in `cells.jsonl` next to the outputs (rewritten whole,
+atomically, after each batch) together with a fingerprint of everything that decides a
+cell's outcome; a restarted job skips the cells whose fingerprint matches. `results.json`
+is written last: it is the marker the operator checks.
+
+results.json: the summary (`score` clean 0-100, `paperScore` as the paper's scorer computes
+it and `paperScoreMax` the most it can give, `byLength` and `byDepth` means of both,
+`extrapolation` with the lengths past the model's max_position_embeddings, `haystack` with
+how many passes over it were needed, model, task, backend, training length), `cells` (per
+cell: `length` asked, `contextTokens` fed including the prompt, `haystackTokens` of
+haystack and needle, `depth` asked, `needleDepth` where the needle really sits after the
+move back to a sentence end, `needleTokenOffset` of the needle in the fed tokens,
+`response`, `score`, `paperScore`, `extrapolated`; RULER tasks add `question`, `expected`
+and every needle's offset) and the `spec` it ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from longreach.jobs import storage
+from longreach.jobs.needle.backends import Backend, open_backend
+from longreach.jobs.needle.grid import Cell, ContextBuilder, cell_key
+from longreach.jobs.needle.haystack import load_haystack
+from longreach.jobs.needle.heatmap import heatmap_png
+from longreach.jobs.needle.scoring import paper_score, score_cell, summarize
+from longreach.operator.common import StorageSpec
+from longreach.operator.needleeval.spec import NeedleEvalSpec, NeedleJobConfig
+
+
+class ModelError(RuntimeError):
+    """The model folder cannot be found or read; the message names the URI and the fix."""
+
+
+def fetch_model(uri: str, storage_spec: StorageSpec, workdir: Path) -> str:
+    """A local folder (or hub id) for `uri`: remote folders are copied into `workdir`."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    if "://" not in uri:
+        return uri  # a local folder, or a hub id that transformers resolves itself
+    fs, path = storage.filesystem(uri, storage_spec)
+    if not fs.exists(path.rstrip("/") + "/config.json"):
+        raise ModelError(
+            f"modelUri: no config.json under {uri}; point the NeedleEval at a Hugging Face model "
+            "folder (a ContextExtension's final/, or a folder written by save_pretrained)"
+        )
+    local = workdir / "model"
+    fs.get(path.rstrip("/") + "/", str(local) + "/", recursive=True)
+    return str(local)
+
+
+def load_tokenizer_and_limit(model_dir: str) -> tuple[Any, int | None]:
+    """The model's own tokenizer and its max_position_embeddings (None when it has none)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as e:
+        raise ModelError(
+            f"modelUri: cannot load the tokenizer and config from {model_dir} ({e}); the folder "
+            "must hold config.json and the tokenizer files (save_pretrained of both)"
+        ) from e
+    text_config = getattr(config, "text_config", None) or config
+    return tokenizer, getattr(text_config, "max_position_embeddings", None)
+
+
+def fingerprint(config: NeedleJobConfig) -> str:
+    """What decides a cell's outcome; cells computed under another fingerprint are redone."""
+    s = config.spec
+    keys = {
+        "model": config.modelUri,
+        "haystack": s.haystack.uri,
+        **s.model_dump(
+            include={
+                "task",
+                "needle",
+                "question",
+                "answer",
+                "promptTemplate",
+                "maxNewTokens",
+                "answerBufferTokens",
+                "seed",
+                "needles",
+            }
+        ),
+    }
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_cells(uri: str, storage_spec: StorageSpec, print_: str) -> dict[str, dict[str, Any]]:
+    """Finished cells from an earlier attempt with the same fingerprint, by cell key."""
+    fs, path = storage.filesystem(uri, storage_spec)
+    if not fs.exists(path):
+        return {}
+    rows = [json.loads(line) for line in fs.cat_file(path).decode().splitlines() if line.strip()]
+    return {cell_key(r["length"], r["depth"]): r for r in rows if r.get("fingerprint") == print_}
+
+
+def cell_row(cell: Cell, response: str, task: str, print_: str) -> dict[str, Any]:
+    """One cell of results.json."""
+    score, paper = score_cell(task, cell.needles.answers, response)
+    row: dict[str, Any] = {
+        "length": cell.length,
+        "depth": cell.depth,
+        "contextTokens": len(cell.input_ids),
+        "haystackTokens": cell.haystack_tokens,
+        "needleTokenOffset": cell.needle_offsets[0],
+        "needleTokens": cell.needle_tokens[0],
+        "needleDepth": round(cell.needle_depth, 2),
+        "response": response,
+        "score": round(score, 4),
+        "paperScore": round(paper, 4),
+        "extrapolated": cell.extrapolated,
+        "fingerprint": print_,
+    }
+    if task != "single":
+        row.update(
+            question=cell.needles.question,
+            expected=cell.needles.answers,
+            needleTokenOffsets=cell.needle_offsets,
+        )
+    return row
+
+
+def _unique(xs: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(xs))
+
+
+def run(config: NeedleJobConfig, backend: Backend | None = None) -> dict[str, Any]:
+    """Evaluate the grid; returns {"generated": n, "skipped": m, "summary": {...}}.
+
+    `backend` replaces the spec's backend (tests pass their own); None opens spec.backend.
+    """
+    spec = config.spec
+    out, st = spec.output.uri, spec.storage
+    progress = Progress(out, st)
+    progress.report(state="running", message="reading the haystack and the model's tokenizer")
+    try:
+        with tempfile.TemporaryDirectory(prefix="needle-") as tmp:
+            return _evaluate(config, backend, progress, Path(tmp))
+    except Exception as e:
+        progress.report(
+            state="failed", message=f"NeedleEval failed: {e}", error=f"{type(e).__name__}: {e}"
+        )
+        raise
+
+
+class Progress(storage.Progress):
+    """progress.json with the status progress fields (cellsDone, cells, percent) kept between calls."""
+
+    def __init__(self, output_uri: str, storage_spec: StorageSpec):
+        super().__init__(output_uri, storage_spec, interval=2.0)
+        self.fields: dict[str, Any] = {"cellsDone": 0, "cells": 0, "percent": 0.0}
+
+    def report(self, force: bool = True, **fields: Any) -> None:  # type: ignore[override]
+        self.fields.update(fields)
+        super().report(force=force, **self.fields)
+
+
+def _evaluate(
+    config: NeedleJobConfig, backend: Backend | None, progress: Progress, tmp: Path
+) -> dict[str, Any]:
+    spec = config.spec
+    out, st = spec.output.uri, spec.storage
+    haystack = load_haystack(spec.haystack.uri, st)
+    model_dir = fetch_model(config.modelUri, st, tmp)
+    tokenizer, limit = load_tokenizer_and_limit(model_dir)
+    lengths, depths = (
+        sorted(_unique(spec.lengths.resolve())),
+        sorted(_unique(spec.depths.resolve())),
+    )
+    builder = _builder(spec, tokenizer, haystack.text, lengths, limit)
+    builder.plan(lengths, depths)
+
+    print_ = fingerprint(config)
+    cells_uri = storage.join(out, "cells.jsonl")
+    done = read_cells(cells_uri, st, print_)
+    total = len(lengths) * len(depths)
+    todo = [(n, d) for n in lengths for d in depths if cell_key(n, d) not in done]
+    skipped = total - len(todo)
+    print(f"needle: {total} cells, {skipped} already done, {len(todo)} to run", flush=True)
+    progress.report(
+        cells=total,
+        cellsDone=skipped,
+        percent=round(100 * skipped / total, 1),
+        message=f"evaluating {total} cells ({skipped} done before)",
+    )
+    if todo and backend is None:
+        # the longest prompt plus the answer; a little slack for RULER questions of other keys
+        max_len = len(builder.cell(lengths[-1], depths[0]).input_ids) + spec.maxNewTokens + 16
+        backend = open_backend(
+            spec.backend, model_dir, tokenizer, max_model_len=max_len, gpus=spec.resources.gpus
+        )
+    started = time.time()
+    for n in lengths:
+        pending = [d for d in depths if cell_key(n, d) not in done]
+        step = backend.batch_limit(spec.batchSize) if backend else 1
+        for i in range(0, len(pending), step):
+            cells = [builder.cell(n, d) for d in pending[i : i + step]]
+            assert backend is not None
+            responses = backend.generate(cells, spec.maxNewTokens)
+            for cell, response in zip(cells, responses, strict=True):
+                done[cell.key] = cell_row(cell, response, spec.task, print_)
+            _write_cells(cells_uri, st, done)
+            finished = sum(cell_key(m, d) in done for m in lengths for d in depths)
+            progress.report(
+                cellsDone=finished,
+                percent=round(100 * finished / total, 1),
+                message=f"length {n}: {finished}/{total} cells",
+            )
+    rows = [done[cell_key(n, d)] for n in lengths for d in depths]
+    summary = _summary(config, rows, haystack, builder, limit, backend, time.time() - started)
+    _commit(config, rows, summary, progress)
+    return {"generated": len(todo), "skipped": skipped, "summary": summary}
+
+
+def _builder(
+    spec: NeedleEvalSpec, tokenizer: Any, text: str, lengths: list[int], limit: int | None
+) -> ContextBuilder:
+    return ContextBuilder(
+        tokenizer,
+        task=spec.task,
+        needle=spec.needle,
+        question=spec.question,
+        answer=spec.answer,
+        template=spec.promptTemplate,
+        buffer=spec.answerBufferTokens,
+        needles=spec.needles,
+        seed=spec.seed,
+        haystack=text,
+        lengths=lengths,
+        max_new_tokens=spec.maxNewTokens,
+        model_max_length=limit,
+    )
+
+
+def _write_cells(uri: str, st: StorageSpec, done: dict[str, dict[str, Any]]) -> None:
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in done.values())
+    storage.write_bytes(uri, lines.encode(), st)
+
+
+def _summary(
+    config: NeedleJobConfig,
+    rows: list[dict[str, Any]],
+    haystack: Any,
+    builder: ContextBuilder,
+    limit: int | None,
+    backend: Backend | None,
+    seconds: float,
+) -> dict[str, Any]:
+    spec = config.spec
+    beyond = sorted({r["length"] for r in rows if r["extrapolated"]})
+    return {
+        **summarize(rows),
+        "paperScoreMax": round(paper_score(spec.answer, spec.answer), 4)
+        if spec.task == "single"
+        else 100.0,
+        "name": config.name,
+        "namespace": config.namespace,
+        "model": config.modelUri,
+        "task": spec.task,
+        "backend": backend.name if backend else "none (all cells from an earlier attempt)",
+        "trainingLength": config.trainingLength,
+        "modelMaxLength": limit,
+        "extrapolation": {
+            "cells": sum(r["extrapolated"] for r in rows),
+            "lengths": beyond,
+            "note": (
+                f"lengths {beyond} exceed the model's max_position_embeddings ({limit}): "
+                "extrapolation"
+            )
+            if beyond
+            else "",
+        },
+        "haystack": {
+            "uri": haystack.uri,
+            "files": len(haystack.files),
+            "repeats": builder.repeats,
+            "repeated": builder.repeats > 1,
+        },
+        "seconds": round(seconds, 2),
+    }
+
+
+def _model_title(config: NeedleJobConfig) -> str:
+    """The model's folder name; a ContextExtension's final/ is named after its run."""
+    parts = [p for p in config.modelUri.rstrip("/").split("/") if p]
+    if len(parts) > 1 and parts[-1] == "final":
+        return parts[-2]
+    return parts[-1] if parts else config.name
+
+
+def _commit(
+    config: NeedleJobConfig, rows: list[dict[str, Any]], summary: dict[str, Any], progress: Progress
+) -> None:
+    """heatmap.png, then results.json (the success marker), then the final progress."""
+    spec = config.spec
+    out, st = spec.output.uri, spec.storage
+    png = heatmap_png(
+        rows,
+        model=_model_title(config),
+        score=summary["score"],
+        paper_score=summary["paperScore"],
+        training_length=config.trainingLength,
+        paper_max=summary["paperScoreMax"] if spec.task == "single" else None,
+    )
+    storage.write_bytes(storage.join(out, "heatmap.png"), png, st)
+    cells = [{k: v for k, v in r.items() if k != "fingerprint"} for r in rows]
+    results = {**summary, "cells": cells, "spec": spec.wire()}
+    storage.write_json(storage.join(out, "results.json"), results, st)
+    note = summary["extrapolation"]["note"]
+    progress.report(
+        state="succeeded",
+        message=f"score {summary['score']:.1f}, paper-compatible {summary['paperScore']:.1f}"
+        + (f"; {note}" if note else ""),
+        result={"score": summary["score"], "paperScore": summary["paperScore"], "uri": out},
+    )

@@ -1,0 +1,220 @@
+"""Full runs of the job: a tiny random Llama on S3 (moto's server), results, heatmap, progress,
+resumption after a kill, and the extractive test backend proving the plumbing end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from longreach.jobs import storage
+from longreach.jobs.needle.job import run
+from longreach.operator.common import StorageSpec
+
+from .conftest import job_config, write_haystack
+from .extractive import ExtractiveBackend
+
+pytestmark = pytest.mark.integration
+
+
+def upload(local: Path, uri: str, st: StorageSpec) -> str:
+    fs, path = storage.filesystem(uri, st)
+    fs.put(str(local) + "/", path + "/", recursive=True)
+    return uri
+
+
+def job_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONSAFEPATH": "1"}
+
+
+def test_full_run_on_s3_writes_results_heatmap_and_progress(
+    tiny_model: Path, haystack_dir: Path, s3_bucket: str, s3_storage: StorageSpec
+) -> None:
+    model = upload(tiny_model, f"{s3_bucket}/models/tiny", s3_storage)
+    hay = upload(haystack_dir, f"{s3_bucket}/essays", s3_storage)
+    out = f"{s3_bucket}/evals/tiny"
+    config = job_config(
+        model, hay, out, storage=s3_storage.wire(), lengths={"values": [300, 600, 1200]}
+    )
+    stats = run(config)
+    assert stats["generated"] == 9 and stats["skipped"] == 0
+
+    results = storage.read_json(f"{out}/results.json", s3_storage)
+    assert len(results["cells"]) == 9
+    for cell in results["cells"]:
+        assert set(cell) >= {
+            "length",
+            "contextTokens",
+            "depth",
+            "needleTokenOffset",
+            "response",
+            "score",
+            "paperScore",
+        }
+        assert 0 <= cell["score"] <= 100 and cell["contextTokens"] < cell["length"]
+    assert set(results["byLength"]) == {"300", "600", "1200"} and set(results["byDepth"]) == {
+        "0",
+        "50",
+        "100",
+    }
+    assert results["paperScoreMax"] == pytest.approx(91.6667, abs=1e-3)
+    # 1,200 tokens do not fit the model's 1,024 positions: allowed, flagged
+    assert results["extrapolation"]["lengths"] == [1200] and results["extrapolation"]["cells"] == 3
+    assert all(c["extrapolated"] == (c["length"] == 1200) for c in results["cells"])
+    fs, path = storage.filesystem(f"{out}/heatmap.png", s3_storage)
+    assert fs.cat_file(path)[:8] == b"\x89PNG\r\n\x1a\n"
+    progress = storage.read_json(f"{out}/progress.json", s3_storage)
+    assert progress["state"] == "succeeded" and progress["cellsDone"] == progress["cells"] == 9
+    assert progress["percent"] == 100
+    assert progress["result"] == {
+        "score": results["score"],
+        "paperScore": results["paperScore"],
+        "uri": out,
+    }
+
+
+def test_extractive_backend_scores_100_with_the_needle_and_0_without(
+    tiny_model: Path, haystack_dir: Path, tmp_path: Path, tokenizer: Any
+) -> None:
+    config = job_config(
+        str(tiny_model),
+        str(haystack_dir),
+        str(tmp_path / "out"),
+        depths={"values": [0, 40, 77, 100]},
+    )
+    stats = run(config, backend=ExtractiveBackend(tokenizer, removed_depths={40.0}))
+    by_depth = stats["summary"]["byDepth"]
+    assert by_depth["40"] == {"score": 0, "paperScore": 0}
+    for depth in ("0", "77", "100"):
+        assert by_depth[depth]["score"] == 100
+        assert by_depth[depth]["paperScore"] == pytest.approx(91.6667, abs=1e-3)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["backend"] == "extractive-test"
+
+
+@pytest.mark.parametrize("task", ["multi-key", "multi-value"])
+def test_extractive_backend_on_the_ruler_variants(
+    tiny_model: Path, haystack_dir: Path, tmp_path: Path, tokenizer: Any, task: str
+) -> None:
+    config = job_config(
+        str(tiny_model),
+        str(haystack_dir),
+        str(tmp_path / "out"),
+        task=task,
+        lengths={"values": [600, 900]},
+    )
+    stats = run(config, backend=ExtractiveBackend(tokenizer, removed_depths={50.0}))
+    by_depth = stats["summary"]["byDepth"]
+    assert by_depth["0"]["score"] == by_depth["100"]["score"] == 100
+    assert by_depth["50"]["score"] == 0
+    cells = json.loads((tmp_path / "out" / "results.json").read_text())["cells"]
+    assert all(len(c["needleTokenOffsets"]) == 4 and c["expected"] for c in cells)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_finished_cells(
+    tiny_model: Path, tmp_path: Path, s3_bucket: str, s3_storage: StorageSpec
+) -> None:
+    hay = write_haystack(tmp_path / "hay", files=4, words=600)
+    out = f"{s3_bucket}/evals/resume"
+    config = job_config(
+        str(tiny_model),
+        str(hay),
+        out,
+        storage=s3_storage.wire(),
+        lengths={"values": [300, 450, 600, 750, 900]},
+        depths={"count": 4},
+        batchSize=1,
+        maxNewTokens=24,
+    )
+    cfg_file = tmp_path / "config.json"
+    cfg_file.write_text(config.model_dump_json(by_alias=True))
+    proc = subprocess.Popen(
+        [sys.executable, "-P", "-m", "longreach.jobs.needle", "--config", str(cfg_file)],
+        env=job_env(),
+    )
+    fs, cells_path = storage.filesystem(f"{out}/cells.jsonl", s3_storage)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if fs.exists(cells_path) and len(fs.cat_file(cells_path).splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+            fs.invalidate_cache()
+        assert proc.poll() is None, (
+            "the job finished before it could be killed; make the grid larger"
+        )
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    done_before = len(fs.cat_file(cells_path).splitlines())
+    assert 3 <= done_before < 20
+    assert not storage.exists(f"{out}/results.json", s3_storage)
+    assert storage.read_json(f"{out}/progress.json", s3_storage)["state"] == "running"
+
+    stats = run(config)
+    assert stats["skipped"] == done_before and stats["generated"] == 20 - done_before
+    results = storage.read_json(f"{out}/results.json", s3_storage)
+    assert len(results["cells"]) == 20
+    # a second run finds every cell done and loads no model
+    again = run(config)
+    assert again["generated"] == 0 and again["summary"]["score"] == results["score"]
+
+
+def test_rope_settings_come_from_the_checkpoints_config(
+    tiny_model: Path, tmp_path: Path, tokenizer: Any
+) -> None:
+    """A ContextExtension writes its new RoPE base or scaling into config.json; the backend must
+    use it as written (transformers 5 keeps it in `rope_parameters`)."""
+    import shutil
+
+    from longreach.jobs.needle.backends import TransformersBackend
+
+    folder = tmp_path / "extended"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    rope = {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "rope_theta": 2_000_000.0,
+        "original_max_position_embeddings": 1024,
+    }
+    config.update(rope_parameters=rope, max_position_embeddings=4096)
+    config.pop("rope_theta", None)
+    config.pop("rope_scaling", None)
+    (folder / "config.json").write_text(json.dumps(config))
+    backend = TransformersBackend(str(folder), tokenizer)
+    assert backend.model.config.rope_parameters == rope
+    assert backend.model.model.rotary_emb.rope_type == "yarn"
+    base = TransformersBackend(str(tiny_model), tokenizer).model.model.rotary_emb.inv_freq
+    assert not bool((backend.model.model.rotary_emb.inv_freq == base).all())
+
+
+def test_a_grown_grid_reuses_finished_cells_and_a_changed_needle_does_not(
+    tiny_model: Path, haystack_dir: Path, tmp_path: Path, tokenizer: Any
+) -> None:
+    out = tmp_path / "out"
+    small = job_config(str(tiny_model), str(haystack_dir), str(out), lengths={"values": [300, 600]})
+    assert run(small, backend=ExtractiveBackend(tokenizer))["generated"] == 6
+    grown = job_config(
+        str(tiny_model), str(haystack_dir), str(out), lengths={"values": [300, 600, 900]}
+    )
+    stats = run(grown, backend=ExtractiveBackend(tokenizer))
+    assert (stats["skipped"], stats["generated"]) == (6, 3)
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["cellsDone"] == progress["cells"] == 9
+    other = job_config(
+        str(tiny_model),
+        str(haystack_dir),
+        str(out),
+        lengths={"values": [300, 600, 900]},
+        needle="Eat a sandwich and sit in Dolores Park on a sunny day: the best thing to do in San Francisco.",
+    )
+    assert run(other, backend=ExtractiveBackend(tokenizer))["generated"] == 9
