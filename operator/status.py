@@ -115,14 +115,15 @@ def status_patch(old: dict[str, Any], obs: Observation, generation: int) -> dict
     return patch
 
 
+def _without_times(conds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conds]
+
+
 def changed(old: dict[str, Any], patch: dict[str, Any]) -> bool:
     """True when writing `patch` would change anything but timestamps."""
     for key, value in patch.items():
         if key == "conditions":
-            strip = lambda cs: [
-                {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in cs
-            ]
-            if strip(value) != strip(old.get("conditions") or []):
+            if _without_times(value) != _without_times(old.get("conditions") or []):
                 return True
         elif old.get(key) != value:
             return True

@@ -56,9 +56,13 @@ def test_local_mixture_succeeds_and_a_broken_one_says_why(
               output: {{uri: {tmp_path}/{name}}}
             """,
         )
-    done = lambda n: (
-        get(cp, "dmix", n, namespace).get("status", {}).get("phase") in ("Succeeded", "Failed")
-    )  # noqa: E731
+
+    def done(name: str) -> bool:
+        return get(cp, "dmix", name, namespace).get("status", {}).get("phase") in (
+            "Succeeded",
+            "Failed",
+        )
+
     wait_for("the good mixture", lambda: done("good"), timeout=240, op=local_operator)
     good = get(cp, "dmix", "good", namespace)["status"]
     assert good["phase"] == "Succeeded", good
