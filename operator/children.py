@@ -91,3 +91,22 @@ def pod_placement(spec: Placement) -> dict[str, Any]:
 
 def container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+BAD_INPUT_EXIT_CODE = 2  # every job exits 2 when its config or inputs are wrong
+
+
+def fail_on_bad_input(container: str) -> dict[str, Any]:
+    """A Job podFailurePolicy: exit code 2 (bad input) fails the Job without retries."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": container,
+                    "operator": "In",
+                    "values": [BAD_INPUT_EXIT_CODE],
+                },
+            }
+        ]
+    }

@@ -9,12 +9,14 @@ vanished, stuck or finished child is noticed without any event.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from longreach.jobs import storage
@@ -181,7 +183,16 @@ class Reconciler:
             raise kopf.PermanentError(refusal)
 
         config = a.job_config(name, namespace, spec, deps)
-        child = await self.executor.ensure(a, body, spec, config)
+        try:
+            child = await self.executor.ensure(a, body, spec, config)
+        except ApiException as e:
+            if e.status in (409, 429) or e.status >= 500:
+                raise  # conflicts, throttling and server errors: kopf retries
+            # Rejected by the API server or an admission webhook (quota, policy, a bad field):
+            # say so in the status and try again later, in case the cause goes away.
+            why = _api_message(e)
+            self._write(body, patch, old, Observation("Pending", "CreateFailed", why), generation)
+            raise kopf.TemporaryError(why, delay=15) from e
         if child.state == "absent":
             self._write(
                 body, patch, old, Observation("Pending", "Creating", "creating the job"), generation
@@ -256,6 +267,14 @@ class Reconciler:
             metrics.track(
                 self.adapter.kind, f"{body.metadata.namespace}/{body.metadata.name}", obs.phase
             )
+
+
+def _api_message(e: ApiException) -> str:
+    """The API server's own message for a rejected request."""
+    try:
+        return f"cannot create the job: {json.loads(e.body)['message']}"
+    except (TypeError, ValueError, KeyError):
+        return f"cannot create the job: {e.status} {e.reason}"
 
 
 def _age(timestamp: str) -> float:

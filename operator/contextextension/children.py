@@ -101,8 +101,18 @@ def build_jobset(
             "suspend": spec.suspend,
             "network": {"enableDNSHostnames": True, "subdomain": service_name(name)},
             # Any failed pod restarts the whole gang; preemption is not a failure, the
-            # run resumes from its last checkpoint on every attempt.
-            "failurePolicy": {"maxRestarts": spec.maxRestarts},
+            # run resumes from its last checkpoint on every attempt. Bad input (the job's
+            # exit code 2) fails at once: restarting cannot fix a spec.
+            "failurePolicy": {
+                "maxRestarts": spec.maxRestarts,
+                "rules": [
+                    {
+                        "name": "bad-input",
+                        "action": "FailJobSet",
+                        "onJobFailureReasons": ["PodFailurePolicy"],
+                    }
+                ],
+            },
             "successPolicy": {"operator": "All", "targetReplicatedJobs": [REPLICATED_JOB]},
             "replicatedJobs": [
                 {
@@ -114,6 +124,7 @@ def build_jobset(
                             "parallelism": 1,
                             "completions": 1,
                             "backoffLimit": 0,
+                            "podFailurePolicy": c.fail_on_bad_input("trainer"),
                             "template": pod,
                         },
                     },

@@ -37,7 +37,12 @@ def build_job(name: str, namespace: str, spec: NeedleEvalSpec, image: str) -> di
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": c.metadata(name, namespace, KIND, spec),
-        "spec": {"suspend": spec.suspend, "backoffLimit": 3, "template": pod},
+        "spec": {
+            "suspend": spec.suspend,
+            "backoffLimit": 3,
+            "podFailurePolicy": c.fail_on_bad_input("eval"),
+            "template": pod,
+        },
     }
 
 

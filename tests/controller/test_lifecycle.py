@@ -448,3 +448,32 @@ def test_active_deadline_stops_the_job_and_ttl_deletes_the_resource(
         lambda: cp.kubectl("get", "dmix", "slow", "-n", namespace, check=False).returncode != 0,
         op=operator,
     )
+
+
+def test_a_rejected_child_is_explained_in_the_status(
+    control_plane: Any, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    cp = control_plane
+    apply(
+        cp,
+        namespace,
+        f"""
+        apiVersion: longreach.io/v1alpha1
+        kind: NeedleEval
+        metadata: {{name: rejected}}
+        spec:
+          model: {{uri: s3://m}}
+          nodeSelector: {{gpu: "not a valid label value!"}}
+          output: {{uri: {tmp_path}/out}}
+        """,
+    )
+    wait_for(
+        "CreateFailed",
+        lambda: (
+            "cannot create the job"
+            in get(cp, "needle", "rejected", namespace)["status"].get("message", "")
+        ),
+        op=operator,
+    )
+    status = get(cp, "needle", "rejected", namespace)["status"]
+    assert status["phase"] == "Pending" and "nodeSelector" in status["message"]

@@ -73,10 +73,15 @@ def test_cpu_training_runs_one_process_per_node() -> None:
     ][0]
     assert "--nproc-per-node=1" in container["command"] and "--nnodes=3" in container["command"]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    assert js["spec"]["replicatedJobs"][0]["replicas"] == 3 and js["spec"]["failurePolicy"] == {
-        "maxRestarts": 4
-    }
+    assert js["spec"]["replicatedJobs"][0]["replicas"] == 3
+    assert js["spec"]["failurePolicy"]["maxRestarts"] == 4
     assert svc["spec"]["selector"] == {"jobset.sigs.k8s.io/jobset-name": "e"}
+    # Bad input (exit 2) fails the whole run at once instead of burning gang restarts.
+    job = js["spec"]["replicatedJobs"][0]["template"]["spec"]
+    assert job["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
+    assert js["spec"]["failurePolicy"]["rules"] == [
+        {"name": "bad-input", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}
+    ]
 
 
 def test_eval_job_uses_the_specs_image_and_pull_secrets() -> None:

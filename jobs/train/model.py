@@ -1,0 +1,159 @@
+"""The base model: fetched to a node-local cache, RoPE changed through its transformers config,
+loaded with the best attention available, and written back out as final/."""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from longreach.jobs import storage
+from longreach.jobs.train.settings import ConfigError
+from longreach.operator.common import StorageSpec
+from longreach.operator.contextextension.spec import ContextExtensionSpec, RopeSpec
+
+if TYPE_CHECKING:
+    import torch
+
+# Meta's Llama 3.1 values, used when rope.parameters leaves them out (transformers requires them).
+_LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0}
+
+
+def fetch_model(spec: ContextExtensionSpec, cache: Path) -> str:
+    """A local folder (or hub id) from which transformers can load the base model.
+
+    Remote folders are copied once per node: the first process takes a file lock and copies,
+    the others wait on the lock and find the copy complete (a marker is written last)."""
+    source = spec.model
+    if source.name is not None:
+        return source.name
+    uri = str(source.uri)
+    fs, path = storage.filesystem(uri, spec.storage)
+    if not fs.exists(f"{path.rstrip('/')}/config.json"):
+        raise ConfigError(
+            f"model.uri: {uri} has no config.json; point it at a Hugging Face model folder "
+            "(config.json, weights, tokenizer)"
+        )
+    if "file" in fs.protocol or fs.protocol == "local":
+        return path
+    target = cache / "model"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "model.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        marker = target / ".complete"
+        if not marker.exists() or marker.read_text() != uri:
+            shutil.rmtree(target, ignore_errors=True)
+            fs.get(path.rstrip("/") + "/", str(target) + "/", recursive=True)
+            marker.write_text(uri)
+    return str(target)
+
+
+def read_config(model_path: str) -> Any:
+    """The model's transformers config (AutoConfig), with a clear error when it is unreadable."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model: cannot read config.json of {model_path}: {e}") from e
+
+
+def rope_parameters(rope: RopeSpec, current: dict[str, Any], max_positions: int) -> dict[str, Any]:
+    """`spec.rope` in transformers 5's `rope_parameters` form (rope_type, rope_theta, the type's keys)."""
+    theta = rope.theta if rope.theta is not None else current.get("rope_theta", 10000.0)
+    out: dict[str, Any] = {"rope_type": rope.type, "rope_theta": float(theta)}
+    if rope.type == "default":
+        return out
+    out["factor"] = float(rope.factor or 1.0)
+    if rope.type in ("yarn", "llama3", "longrope"):
+        out["original_max_position_embeddings"] = (
+            rope.originalMaxPositionEmbeddings
+            or current.get("original_max_position_embeddings")
+            or max_positions
+        )
+    if rope.type == "llama3":
+        out.update({k: v for k, v in _LLAMA3_DEFAULTS.items() if k not in rope.parameters})
+    out.update(rope.parameters)
+    return out
+
+
+def apply_rope(config: Any, spec: ContextExtensionSpec) -> dict[str, Any]:
+    """Set the new RoPE and maximum positions on a transformers config; returns the new settings.
+
+    Dynamic NTK computes its base from the ratio of the current length to max_position_embeddings,
+    so for that type the base model's value stays; every other type learns the new length."""
+    current = dict(getattr(config, "rope_parameters", None) or {})
+    base_positions = int(config.max_position_embeddings)
+    params = rope_parameters(spec.rope, current, base_positions)
+    config.rope_parameters = params
+    if spec.rope.type != "dynamic":
+        config.max_position_embeddings = max(spec.sequenceLength, base_positions)
+    validate = getattr(config, "validate_rope", None)
+    if callable(validate):
+        try:
+            validate()
+        except (KeyError, ValueError, TypeError) as e:
+            raise ConfigError(f"rope: transformers rejects {params}: {e}") from e
+    return {"ropeParameters": params, "maxPositionEmbeddings": config.max_position_embeddings}
+
+
+def attention_implementation(gpu: bool) -> str:
+    """FlashAttention-2 where installed and on GPU, else PyTorch SDPA."""
+    if gpu:
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def load_model(model_path: str, config: Any, *, gpu: bool, attention: str) -> torch.nn.Module:
+    """The model with the changed config. Call inside an `HfDeepSpeedConfig` scope for ZeRO-3 so
+    weights load already partitioned."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if gpu else torch.float32
+    return AutoModelForCausalLM.from_pretrained(
+        model_path, config=config, dtype=dtype, attn_implementation=attention
+    )
+
+
+def load_tokenizer(model_path: str, spec: ContextExtensionSpec, manifest: dict[str, Any]) -> Any:
+    """The model folder's tokenizer, else the mixture's (the manifest names it)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError, TypeError):
+        pass
+    tok = manifest.get("tokenizer")
+    uri = tok.get("uri") if isinstance(tok, dict) else tok
+    if isinstance(uri, str):
+        fs, path = storage.filesystem(uri, spec.storage)
+        if "file" not in fs.protocol and fs.protocol != "local":
+            local = Path(tempfile.gettempdir()) / "longreach-tokenizer"
+            fs.get(path.rstrip("/") + "/", str(local) + "/", recursive=True)
+            path = str(local)
+        return AutoTokenizer.from_pretrained(path)
+    raise ConfigError(
+        f"model: no tokenizer in {spec.model.uri or spec.model.name} and none named by the "
+        "mixture's manifest; save the tokenizer into the model folder"
+    )
+
+
+def upload_folder(local: Path, uri: str, store: StorageSpec | None) -> None:
+    """Copy a local folder's files to `uri` file by file (S3 needs no directory objects; large
+    files stream as multipart uploads). Completeness is signalled by a marker written after."""
+    fs, root = storage.filesystem(uri, store)
+    is_local = "file" in fs.protocol or fs.protocol == "local"
+    for f in sorted(local.rglob("*")):
+        if f.is_file():
+            target = f"{root.rstrip('/')}/{f.relative_to(local)}"
+            if is_local:
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+            fs.put_file(str(f), target)
