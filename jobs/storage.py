@@ -30,7 +30,9 @@ def storage_options(uri: str, storage: StorageSpec | None = None) -> dict[str, A
     return {"client_kwargs": client} if client else {}
 
 
-def filesystem(uri: str, storage: StorageSpec | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem(
+    uri: str, storage: StorageSpec | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem holding `uri` and the path inside it."""
     return url_to_fs(uri, **storage_options(uri, storage))
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from longreach.operator.common import API_VERSION
 from longreach.operator.contextextension.spec import ContextExtensionSpec
 from longreach.operator.datamixture.spec import SLIMPAJAMA_SHARES, DataMixtureSpec

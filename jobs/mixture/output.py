@@ -1,0 +1,124 @@
+"""The output location: refusing someone else's output, and the driver's last shards.
+
+Per-file shards are written by the build pass; the driver then packs what each file left
+over (its trailing partial chunk, and its validation documents) in file order, streaming
+full shards out as it goes so its memory stays at one shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from longreach.jobs.mixture.manifest import config_hash
+from longreach.jobs.mixture.pack import Chunk, Packer, parquet_bytes, shard_entry
+from longreach.jobs.mixture.units import read_carry, unit_name
+from longreach.jobs.storage import filesystem, join, read_json_if_exists, write_bytes
+from longreach.operator.common import StorageSpec
+from longreach.operator.datamixture.spec import DataMixtureSpec
+
+SHARD_BYTES = 256 << 20
+FIX = "point output.uri somewhere new, or delete the old output to rebuild it"
+
+
+class ConfigConflict(Exception):
+    """The output location holds a mixture of another config."""
+
+
+def check_output(spec: DataMixtureSpec) -> dict[str, Any] | None:
+    """The finished manifest of this config, None to go on, or ConfigConflict."""
+    out, storage, wanted = spec.output.uri, spec.storage, config_hash(spec)
+    manifest = read_json_if_exists(join(out, "manifest.json"), storage)
+    if manifest is not None:
+        if manifest.get("configHash") != wanted:
+            raise ConfigConflict(
+                f"output.uri {out} holds a finished mixture of another config (hash "
+                f"{str(manifest.get('configHash'))[:12]}, this one {wanted[:12]}); {FIX}"
+            )
+        return manifest
+    started = read_json_if_exists(join(out, "_work", "config.json"), storage)
+    if started is not None and started.get("configHash") != wanted:
+        raise ConfigConflict(
+            f"output.uri {out} holds an unfinished mixture of another config (hash "
+            f"{str(started.get('configHash'))[:12]}, this one {wanted[:12]}); {FIX}"
+        )
+    fs, path = filesystem(out, storage)
+    if started is None and (fs.exists(f"{path}/train") or fs.exists(f"{path}/validation")):
+        raise ConfigConflict(
+            f"output.uri {out} already has train/ or validation/ shards that no run of this "
+            f"job started; {FIX}"
+        )
+    return None
+
+
+@dataclass
+class ShardWriter:
+    """Writes chunks as `folder/part-NNNNN.parquet` of about SHARD_BYTES, numbered from `next`."""
+
+    out: str
+    folder: str
+    next: int
+    sequence_length: int
+    storage: StorageSpec | None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
+    _pending: list[Chunk] = field(default_factory=list)
+
+    def add(self, chunks: list[Chunk]) -> None:
+        self._pending.extend(chunks)
+        self.rows += len(chunks)
+        if len(self._pending) >= max(1, SHARD_BYTES // (4 * self.sequence_length)):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = parquet_bytes(self._pending, self.sequence_length)
+        path = f"{self.folder}/part-{self.next:05d}.parquet"
+        write_bytes(join(self.out, path), data, self.storage)
+        self.entries.append(shard_entry(path, data, len(self._pending)))
+        self.next += 1
+        self._pending = []
+
+
+def finish(spec: DataMixtureSpec, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pack the per-file tails and the validation documents in file order; write them.
+    Validation chunks are packed per domain, so each holds one domain."""
+    seq, storage, out = spec.sequenceLength, spec.storage, spec.output.uri
+    tail = Packer(seq)
+    train = ShardWriter(out, "train", len(summaries), seq, storage)
+    val_packers: dict[str, Packer] = {}
+    val_chunks: dict[str, list[Chunk]] = {}
+    for i in range(len(summaries)):
+        for kind, domain, ids in read_carry(
+            join(out, "_work", f"{unit_name(i)}.carry.parquet"), storage
+        ):
+            if kind == "train":
+                train.add(tail.add(domain, ids))
+            else:
+                packer = val_packers.setdefault(domain, Packer(seq))
+                val_chunks.setdefault(domain, []).extend(packer.add(domain, ids))
+    train.flush()
+    validation = ShardWriter(out, "validation", 0, seq, storage)
+    for domain in sorted(val_chunks):
+        validation.add(val_chunks[domain])
+    validation.flush()
+    chunks = sum(s["chunks"] for s in summaries) + train.rows
+    return {
+        "shards": {
+            "train": [s["shard"] for s in summaries if s["shard"]] + train.entries,
+            "validation": validation.entries,
+        },
+        "counts": {
+            "tokens": chunks * seq,
+            "chunks": chunks,
+            "validationTokens": validation.rows * seq,
+            "validationChunks": validation.rows,
+            "droppedTokens": {
+                "train": tail.held,
+                "remnants": sum(s["remnantTokens"] for s in summaries),
+                "validation": sum(p.held for p in val_packers.values()),
+            },
+        },
+        "validationDomains": {d: len(v) for d, v in sorted(val_chunks.items())},
+    }
