@@ -51,7 +51,7 @@ def run(settings: OperatorSettings) -> None:
 
     from prometheus_client import start_http_server
 
-    kopf.configure(verbose=False, log_format=kopf.LogFormat.PLAIN)
+    kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)
     setup(settings)
     if settings.metricsPort:
         start_http_server(settings.metricsPort)

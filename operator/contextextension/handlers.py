@@ -68,7 +68,7 @@ class ContextExtensionAdapter(Adapter):
         if config is None:
             return None
         p = plan(spec, config)
-        return None if p.fits else f"does not fit: {p.message} (see `longreach plan`)"
+        return None if p.fits else f"{p.message} (see `longreach plan`)"
 
     def extra_status(self, progress: dict[str, Any]) -> dict[str, Any]:
         checkpoint = progress.get("lastCheckpoint")

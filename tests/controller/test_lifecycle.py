@@ -446,6 +446,7 @@ def test_active_deadline_stops_the_job_and_ttl_deletes_the_resource(
     wait_for(
         "the resource deleted after its TTL",
         lambda: cp.kubectl("get", "dmix", "slow", "-n", namespace, check=False).returncode != 0,
+        timeout=90,
         op=operator,
     )
 
