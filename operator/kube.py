@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 TIMEOUT = 30  # seconds per API call; kopf retries the handler on failure
@@ -46,6 +48,11 @@ class Kube:
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()
         self.api = kubernetes.client.ApiClient()
+        if not self.api.configuration.verify_ssl:
+            # The kubeconfig asked for no TLS verification (test clusters): say it once, not
+            # on every request.
+            logging.getLogger(__name__).warning("TLS verification of the API server is off")
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
     def _call(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -52,6 +53,9 @@ def run(settings: OperatorSettings) -> None:
     from prometheus_client import start_http_server
 
     kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)
+    # Every resource's resync timer succeeds every few seconds; that is not news.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: not record.getMessage().startswith("Timer 'resync' succeeded"))
     setup(settings)
     if settings.metricsPort:
         start_http_server(settings.metricsPort)
