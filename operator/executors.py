@@ -48,7 +48,9 @@ class KubernetesExecutor:
         results = await asyncio.gather(*(self.kube.create(obj) for obj in objs))
         existing, created = results[-1]
         return (
-            ChildState("pending", f"created {main['kind']} {main['metadata']['name']}")
+            ChildState(
+                "pending", f"created {main['kind']} {main['metadata']['name']}", created=True
+            )
             if created
             else adapter.observe(existing)
         )

@@ -42,7 +42,7 @@ def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
 class Kube:
     """Create, get, patch and delete namespaced objects of any kind in PLURALS."""
 
-    def __init__(self, workers: int = 16) -> None:
+    def __init__(self, workers: int = 32) -> None:
         try:
             kubernetes.config.load_incluster_config()
         except kubernetes.config.ConfigException:

@@ -55,7 +55,9 @@ def run(settings: OperatorSettings) -> None:
     kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)
     # Every resource's resync timer succeeds every few seconds; that is not news.
     for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda record: not record.getMessage().startswith("Timer 'resync' succeeded"))
+        handler.addFilter(
+            lambda record: not record.getMessage().startswith("Timer 'resync' succeeded")
+        )
     setup(settings)
     if settings.metricsPort:
         start_http_server(settings.metricsPort)

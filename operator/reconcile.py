@@ -173,10 +173,11 @@ class Reconciler:
             deps[dep.name] = obj or {}
 
         loop = asyncio.get_running_loop()
+        admits = type(a).admit is not Adapter.admit  # only some kinds check before starting
         refusal = (
-            None
-            if old.get("startTime")
-            else await loop.run_in_executor(None, a.admit, spec, self.settings)
+            await loop.run_in_executor(self.kube.pool, a.admit, spec, self.settings)
+            if admits and not old.get("startTime")
+            else None
         )
         if refusal:
             self._write(body, patch, old, Observation("Failed", "Refused", refusal), generation)
@@ -193,9 +194,9 @@ class Reconciler:
             why = _api_message(e)
             self._write(body, patch, old, Observation("Pending", "CreateFailed", why), generation)
             raise kopf.TemporaryError(why, delay=15) from e
-        if child.state == "absent":
+        if child.created:  # nothing to read yet: the job has not started
             self._write(
-                body, patch, old, Observation("Pending", "Creating", "creating the job"), generation
+                body, patch, old, Observation("Pending", "Created", child.message), generation
             )
             return
         if spec.suspend != (child.state == "suspended") and child.state not in (
@@ -207,9 +208,9 @@ class Reconciler:
             return
 
         uri = a.output_uri(spec)
-        progress = await loop.run_in_executor(None, read_progress, uri, spec)
+        progress = await loop.run_in_executor(self.kube.pool, read_progress, uri, spec)
         committed = child.state == "succeeded" and await loop.run_in_executor(
-            None, storage.exists, storage.join(uri, a.marker), spec.storage
+            self.kube.pool, storage.exists, storage.join(uri, a.marker), spec.storage
         )
         phase, reason, message = phase_of(child, progress, committed, a.marker)
         obs = Observation(

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-ChildStateName = Literal["absent", "pending", "running", "succeeded", "failed", "suspended"]
+ChildStateName = Literal["pending", "running", "succeeded", "failed", "suspended"]
 TERMINAL = ("Succeeded", "Failed")
 
 
@@ -21,6 +21,8 @@ class ChildState:
     state: ChildStateName
     message: str = ""
     attempts: int = 0
+    created: bool = False
+    """True when this reconcile has just created the job."""
 
 
 @dataclass
