@@ -27,33 +27,18 @@ SIZES = {
 
 
 def build(tmp: Path, size: str, max_len: int) -> tuple[Path, Any]:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    from longreach.jobs.synthetic import build_tokenizer
+    from longreach.jobs.synthetic import build_tiny_llama, build_tokenizer
 
     tok_dir = build_tokenizer(tmp / "tok")
-    tok = AutoTokenizer.from_pretrained(str(tok_dir))
     hidden, layers, heads, kv, inter = SIZES[size]
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=inter,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
+    assert inter == 4 * hidden, "build_tiny_llama uses the usual 4x MLP"
+    model = build_tiny_llama(
+        tmp / "model", tok_dir, hidden_size=hidden, layers=layers, heads=heads, kv_heads=kv,
         max_position_embeddings=max_len,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    if torch.cuda.is_available():
-        model = model.to(torch.bfloat16)
-    model.save_pretrained(str(tmp / "model"))
-    tok.save_pretrained(str(tmp / "model"))
-    return tmp / "model", tok
+    )  # fmt: skip
+    return model, AutoTokenizer.from_pretrained(str(model))
 
 
 def builder(tok: Any, lengths: list[int], new_tokens: int) -> Any:
