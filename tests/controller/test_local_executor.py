@@ -39,7 +39,8 @@ def test_local_mixture_succeeds_and_a_broken_one_says_why(
 
     cp, corpus = control_plane, tmp_path / "corpus"
     write_slimpajama_corpus(str(corpus), documents=3000, seed=1, scale=1 / 16)
-    for name, source in (("good", corpus / "train"), ("broken", tmp_path / "nothing-here")):
+
+    def create(name: str, source: Path) -> None:
         apply(
             cp,
             namespace,
@@ -58,15 +59,18 @@ def test_local_mixture_succeeds_and_a_broken_one_says_why(
         )
 
     def done(name: str) -> bool:
-        return get(cp, "dmix", name, namespace).get("status", {}).get("phase") in (
-            "Succeeded",
-            "Failed",
-        )
+        phase = get(cp, "dmix", name, namespace).get("status", {}).get("phase")
+        return phase in ("Succeeded", "Failed")
 
-    wait_for("the good mixture", lambda: done("good"), timeout=240, op=local_operator)
-    good = get(cp, "dmix", "good", namespace)["status"]
-    assert good["phase"] == "Succeeded", good
-    assert good["result"]["tokens"] > 0 and good["result"]["uri"] == f"{tmp_path}/good"
+    # One at a time: each local mixture job starts its own Ray, and two Rays starting at
+    # once on two cores can time out.
+    create("broken", tmp_path / "nothing-here")
     wait_for("the broken mixture", lambda: done("broken"), timeout=120, op=local_operator)
     broken = get(cp, "dmix", "broken", namespace)["status"]
     assert broken["phase"] == "Failed" and "nothing-here" in broken["message"], broken
+
+    create("good", corpus / "train")
+    wait_for("the good mixture", lambda: done("good"), timeout=300, op=local_operator)
+    good = get(cp, "dmix", "good", namespace)["status"]
+    assert good["phase"] == "Succeeded", good
+    assert good["result"]["tokens"] > 0 and good["result"]["uri"] == f"{tmp_path}/good"
