@@ -23,7 +23,6 @@ TIMEOUT = 30  # seconds per API call; kopf retries the handler on failure
 PLURALS = {
     "ConfigMap": "configmaps",
     "Service": "services",
-    "Pod": "pods",
     "Job": "jobs",
     "RayJob": "rayjobs",
     "JobSet": "jobsets",
@@ -136,11 +135,3 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise
-
-    async def list(
-        self, api_version: str, kind: str, namespace: str, selector: str
-    ) -> list[dict[str, Any]]:
-        out = await self.run(
-            "GET", path(api_version, kind, namespace), query=[("labelSelector", selector)]
-        )
-        return list(out.get("items", []))

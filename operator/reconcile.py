@@ -39,7 +39,6 @@ class Dependency:
     """Another Longreach resource this one needs to have succeeded."""
 
     kind: str
-    plural: str
     name: str
 
 
@@ -92,15 +91,6 @@ def with_defaults(spec: Any, settings: OperatorSettings) -> Any:
     return spec.model_copy(update={"storage": spec.storage.model_copy(update=merged)})
 
 
-def labels(kind: str, name: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/managed-by": "longreach",
-        "app.kubernetes.io/part-of": "longreach",
-        f"{GROUP}/kind": kind.lower(),
-        f"{GROUP}/name": name,
-    }
-
-
 def read_progress(uri: str, spec: Any) -> dict[str, Any]:
     try:
         return storage.read_json_if_exists(storage.join(uri, "progress.json"), spec.storage) or {}
@@ -134,6 +124,7 @@ class Reconciler:
         old = dict(body.status or {})
         generation = int(body.metadata.get("generation") or 0)
         if old.get("phase") in TERMINAL and old.get("observedGeneration") == generation:
+            metrics.track(a.kind, f"{namespace}/{name}", old["phase"])
             await self._expire(body, old)
             return
         try:
@@ -255,6 +246,10 @@ class Reconciler:
         obs: Observation,
         generation: int,
     ) -> None:
+        # The gauge follows every resource, also those an operator restart found mid-run.
+        metrics.track(
+            self.adapter.kind, f"{body.metadata.namespace}/{body.metadata.name}", obs.phase
+        )
         new = status_patch(old, obs, generation)
         if not changed(old, new):
             return
@@ -265,9 +260,6 @@ class Reconciler:
             metrics.TRANSITIONS.labels(self.adapter.kind, before, obs.phase).inc()
             emit = kopf.warn if obs.phase == "Failed" else kopf.info
             emit(dict(body), reason=obs.phase, message=obs.message[:1000] or obs.phase)
-            metrics.track(
-                self.adapter.kind, f"{body.metadata.namespace}/{body.metadata.name}", obs.phase
-            )
 
 
 def _api_message(e: ApiException) -> str:

@@ -15,7 +15,6 @@ from longreach.operator.contextextension.spec import (
     TrainJobConfig,
 )
 from longreach.operator.datamixture.spec import KIND as DMIX_KIND
-from longreach.operator.datamixture.spec import PLURAL as DMIX_PLURAL
 from longreach.operator.reconcile import Adapter, Dependency
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import ChildState
@@ -30,7 +29,7 @@ class ContextExtensionAdapter(Adapter):
 
     def dependencies(self, spec: ContextExtensionSpec) -> list[Dependency]:
         ref = spec.data.dataMixtureRef
-        return [Dependency(DMIX_KIND, DMIX_PLURAL, ref)] if ref else []
+        return [Dependency(DMIX_KIND, ref)] if ref else []
 
     def job_config(
         self, name: str, namespace: str, spec: ContextExtensionSpec, deps: dict[str, Any]

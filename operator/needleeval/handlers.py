@@ -6,7 +6,6 @@ import sys
 from typing import Any, ClassVar
 
 from longreach.operator.contextextension.spec import KIND as CTX_KIND
-from longreach.operator.contextextension.spec import PLURAL as CTX_PLURAL
 from longreach.operator.needleeval import children
 from longreach.operator.needleeval.spec import KIND, PLURAL, NeedleEvalSpec, NeedleJobConfig
 from longreach.operator.reconcile import Adapter, Dependency
@@ -23,7 +22,7 @@ class NeedleEvalAdapter(Adapter):
 
     def dependencies(self, spec: NeedleEvalSpec) -> list[Dependency]:
         ref = spec.model.contextExtensionRef
-        return [Dependency(CTX_KIND, CTX_PLURAL, ref)] if ref else []
+        return [Dependency(CTX_KIND, ref)] if ref else []
 
     def job_config(
         self, name: str, namespace: str, spec: NeedleEvalSpec, deps: dict[str, Any]

@@ -24,23 +24,22 @@ ENV = {
 
 # What the operator does, resource by resource (the brief of issue 6): all must be allowed.
 ALLOWED: list[tuple[str, list[str], str]] = [
-    *[(f"{kind}.longreach.io", ["get", "list", "watch", "patch", "update"], "")
+    *[(f"{kind}.longreach.io", ["get", "list", "watch", "patch", "update", "delete"], "")
       for kind in ("datamixtures", "contextextensions", "needleevals")],
     *[(f"{kind}.longreach.io", ["get", "patch", "update"], "status")
       for kind in ("datamixtures", "contextextensions", "needleevals")],
     *[(res, ["get", "list", "watch", "create", "patch", "delete"], "")
       for res in ("configmaps", "services", "jobs.batch", "rayjobs.ray.io", "jobsets.jobset.x-k8s.io")],
-    ("pods", ["get", "list", "watch"], ""),
     ("events", ["create", "patch"], ""),
     ("events.events.k8s.io", ["create", "patch"], ""),
 ]  # fmt: skip
 # Things it must never be able to do.
 DENIED: list[tuple[str, list[str], str]] = [
     ("secrets", ["get", "list", "watch", "create"], ""),
-    ("pods", ["create", "delete"], ""),
+    ("pods", ["get", "list", "create", "delete"], ""),  # the operator never reads pods
     ("pods", ["create"], "exec"),
     ("deployments.apps", ["create", "patch"], ""),
-    ("datamixtures.longreach.io", ["create", "delete"], ""),
+    ("datamixtures.longreach.io", ["create"], ""),  # delete is for ttlSecondsAfterFinished
     ("serviceaccounts", ["create"], ""),
     ("roles.rbac.authorization.k8s.io", ["create"], ""),
     ("rolebindings.rbac.authorization.k8s.io", ["create"], ""),

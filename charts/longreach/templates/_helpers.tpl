@@ -45,10 +45,11 @@ Keep in step with operator/kube.py and the kopf handlers, and with manifests/bas
 (a test compares them). No Secrets: the operator hands job pods a Secret's *name*.
 */}}
 {{- define "longreach.rules.namespaced" -}}
-# The three kinds: kopf patches finalizers and its progress annotations, the handlers read them.
+# The three kinds: kopf patches its annotations, the handlers read them, and
+# ttlSecondsAfterFinished deletes a finished resource.
 - apiGroups: [longreach.io]
   resources: [datamixtures, contextextensions, needleevals]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch, update, delete]
 # Phase, conditions, progress and results.
 - apiGroups: [longreach.io]
   resources: [datamixtures/status, contextextensions/status, needleevals/status]
@@ -69,10 +70,6 @@ Keep in step with operator/kube.py and the kopf handlers, and with manifests/bas
 - apiGroups: [jobset.x-k8s.io]
   resources: [jobsets]
   verbs: [get, list, watch, create, patch, delete]
-# Read-only: to explain stuck pods (Pending, ImagePullBackOff, ...) in status.message.
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch]
 # kopf posts an event on every transition (core v1 and events.k8s.io).
 - apiGroups: [""]
   resources: [events]
