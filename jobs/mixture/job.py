@@ -35,6 +35,7 @@ from longreach.jobs.storage import (
 from longreach.operator.datamixture.spec import DataMixtureSpec, MixtureJobConfig
 
 log = logging.getLogger("longreach.mixture")
+LOCAL_RAY_START_ATTEMPTS = 3
 
 
 @dataclass
@@ -89,14 +90,25 @@ def connect_ray(options: RunOptions) -> None:
     }
     if options.ray_address:
         ray.init(address=options.ray_address, runtime_env=runtime_env, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=options.num_cpus,
-            include_dashboard=False,
-            runtime_env=runtime_env,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        return
+    # A local start has fixed deadlines (the raylet waits ~15 s for its agents, the driver 30 s
+    # for the raylet) that a loaded two-core machine can miss; a second start usually finds
+    # the files it imports cached and comes up in seconds.
+    for attempt in range(1, LOCAL_RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(
+                num_cpus=options.num_cpus,
+                include_dashboard=False,
+                runtime_env=runtime_env,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            return
+        except Exception as e:
+            ray.shutdown()
+            if attempt == LOCAL_RAY_START_ATTEMPTS:
+                raise
+            log.warning("local Ray did not start (attempt %d): %s; trying again", attempt, e)
 
 
 def ray_map(

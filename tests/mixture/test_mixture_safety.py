@@ -300,3 +300,30 @@ def test_parquet_and_jsonl_sources_with_fixed_domains(
     m = run(config, RunOptions())
     assert m["sharesFrom"] == "domainShares" and m["shards"]["validation"] == []
     assert m["domainShares"]["after"] == pytest.approx({"book": 0.75, "web": 0.25}, abs=0.01)
+
+
+def test_a_local_ray_that_fails_to_start_is_started_again(tmp_path: Path) -> None:
+    """A local start that misses Ray's start-up deadlines (as on a loaded machine) is retried,
+    and the job goes on on the Ray of the next attempt. Run in a child process, outside the
+    session's Ray; the first ray.init raises as Ray does when its raylet never registers."""
+    script = tmp_path / "start.py"
+    script.write_text(
+        "import ray\n"
+        "from longreach.jobs.mixture.job import RunOptions, connect_ray\n"
+        "real, calls = ray.init, []\n"
+        "def init(**kw):\n"
+        "    calls.append(kw)\n"
+        "    if len(calls) == 1:\n"
+        "        raise Exception('The current node timed out during startup.')\n"
+        "    return real(**kw)\n"
+        "ray.init = init\n"
+        "connect_ray(RunOptions(num_cpus=1))\n"
+        "print('attempts', len(calls), 'answer', ray.get(ray.remote(lambda: 42).remote()))\n"
+        "ray.shutdown()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env_for_child(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "attempts 2 answer 42" in done.stdout
+    assert "local Ray did not start (attempt 1): The current node timed out" in done.stderr
