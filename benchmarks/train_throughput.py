@@ -6,11 +6,11 @@ same AdamW, activation checkpointing, no DeepSpeed) measured in the same run, bo
 thread (OMP_NUM_THREADS=1) and best of `--rounds` alternating runs.
 
 GPU (`--gpu`, one CUDA device): a ~1.1B Llama-shaped model (random weights from a config) at
-8K, 32K and doubling lengths until one does not fit, with and without activation
-checkpointing: tokens/s, MFU and peak memory from the job's metrics.jsonl, next to the
-planner's estimate for the same spec.
+each of `--lengths` (ascending, stopping at the first that does not fit), with activation
+checkpointing and, with `--checkpointing both`, without: tokens/s, MFU and peak memory from
+the job's metrics.jsonl, next to the planner's estimate for the same spec.
 
-    PYTHONSAFEPATH=1 python benchmarks/train_throughput.py [--gpu] [--steps N]
+    PYTHONSAFEPATH=1 python benchmarks/train_throughput.py [--gpu [--lengths 8192,32768]] [--steps N]
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ def job_run(
     out: dict[str, Any] = {"length": length, "checkpointing": checkpointing,
                            "planGiB": estimate.memoryGiB["total"]}  # fmt: skip
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        err = proc.stderr.strip().splitlines() or ["?"]
+        print(f"[{tag}] the job failed:", *err[-12:], sep="\n  ", file=sys.stderr)
+        last = err[-1]
         return {**out, "error": "out of memory" if "out of memory" in proc.stderr.lower() else last}
     lines = [
         json.loads(x) for x in (root / f"out-{tag}" / "metrics.jsonl").read_text().splitlines()
@@ -148,16 +150,15 @@ def cpu_table(root: Path, steps: int, rounds: int) -> None:
         print(f"| {length} | {tps:,.0f} | {base:,.0f} | {tps / base:.2f} |", flush=True)
 
 
-def gpu_table(root: Path, steps: int) -> None:
+def gpu_table(root: Path, steps: int, lengths: list[int], checkpointing_modes: list[bool]) -> None:
     import torch
 
     model = build_model(root, gpu=True)
     print(f"card: {torch.cuda.get_device_name(0)}; model {GPU_MODEL}")
     print("| length | checkpointing | tokens/s | MFU | peak GiB | planner GiB | planner / peak |")
     print("|---:|---|---:|---:|---:|---:|---:|")
-    for checkpointing in (True, False):
-        length = 8192
-        while True:
+    for checkpointing in checkpointing_modes:
+        for length in sorted(lengths):
             r = job_run(root, model, length, steps, gpu=True, checkpointing=checkpointing)
             if "error" in r:
                 print(
@@ -167,7 +168,6 @@ def gpu_table(root: Path, steps: int) -> None:
                 break
             print(f"| {length} | {checkpointing} | {r['tokensPerSecond']:,.0f} | {r['mfu']:.3f} | "
                   f"{r['peakGiB']:.1f} | {r['planGiB']:.1f} | {r['planGiB'] / r['peakGiB']:.2f} |", flush=True)  # fmt: skip
-            length = 32768 if length == 8192 else length * 2
 
 
 def main() -> None:
@@ -175,6 +175,11 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="the ~1.1B model on one CUDA GPU")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="CPU: best of this many runs each")
+    parser.add_argument(
+        "--lengths", default="8192,32768,65536,131072", help="GPU: sequence lengths"
+    )
+    parser.add_argument("--checkpointing", choices=["on", "off", "both"], default="both",
+                        help="GPU: activation checkpointing")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.gpu:
@@ -182,7 +187,9 @@ def main() -> None:
 
             if not torch.cuda.is_available():
                 sys.exit("--gpu needs a CUDA device")
-            gpu_table(Path(tmp), args.steps)
+            modes = {"on": [True], "off": [False], "both": [True, False]}[args.checkpointing]
+            lengths = [int(x) for x in args.lengths.split(",")]
+            gpu_table(Path(tmp), args.steps, lengths, modes)
         else:
             cpu_table(Path(tmp), args.steps, args.rounds)
 

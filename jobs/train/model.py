@@ -111,16 +111,30 @@ def attention_implementation(gpu: bool) -> str:
     return "sdpa"
 
 
-def load_model(model_path: str, config: Any, *, gpu: bool, attention: str) -> torch.nn.Module:
-    """The model with the changed config. Call inside an `HfDeepSpeedConfig` scope for ZeRO-3 so
-    weights load already partitioned."""
+def load_model(
+    model_path: str, config: Any, *, gpu: bool, attention: str, checkpointing: bool
+) -> torch.nn.Module:
+    """The model with the changed config, in training mode. Call inside an `HfDeepSpeedConfig`
+    scope for ZeRO-3 so weights load already partitioned.
+
+    `from_pretrained` returns the model in eval mode, where transformers skips activation
+    checkpointing without a word: training mode is what makes `checkpointing` take effect."""
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if gpu else torch.float32
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         model_path, config=config, dtype=dtype, attn_implementation=attention
     )
+    if checkpointing:
+        # Recompute each decoder layer in the backward pass. Non-reentrant checkpointing works
+        # with ZeRO-3's parameter hooks; transformers 5.x renamed the method (the old name warns).
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return model.train()
 
 
 def load_tokenizer(model_path: str, spec: ContextExtensionSpec, manifest: dict[str, Any]) -> Any:

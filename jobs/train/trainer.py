@@ -71,9 +71,10 @@ def setup(prepared: Prepared, rdzv: Rendezvous, reporter: Reporter, gpu: bool) -
         # While this object lives, from_pretrained loads the weights already partitioned.
         hf_ds = HfDeepSpeedConfig(ds_config)
     attention = attention_implementation(gpu)
-    model = load_model(prepared.modelPath, prepared.hfConfig, gpu=gpu, attention=attention)
-    if spec.deepspeed.activationCheckpointing:
-        enable_activation_checkpointing(model)
+    model = load_model(
+        prepared.modelPath, prepared.hfConfig, gpu=gpu, attention=attention,
+        checkpointing=spec.deepspeed.activationCheckpointing,
+    )  # fmt: skip
     mpu = None
     if batch.sequenceParallel > 1:
         from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF
@@ -108,16 +109,6 @@ def setup(prepared: Prepared, rdzv: Rendezvous, reporter: Reporter, gpu: bool) -
     return Run(
         prepared, rdzv, reporter, engine, gpu, device, rdzv.rank % sp, rdzv.rank // sp, fpt, scale
     )
-
-
-def enable_activation_checkpointing(model: Any) -> None:
-    """Recompute each decoder layer in the backward pass. Non-reentrant checkpointing works with
-    ZeRO-3's parameter hooks; transformers 5.x renamed the method (the old name warns)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def resume(run: Run) -> State:
@@ -243,6 +234,7 @@ def validate(run: Run) -> dict[str, float]:
     p = run.prepared
     if not p.validationCount:
         return {}
+    run.engine.eval()
     return loss_by_position(
         run.engine, p.validation, p.validationCount, length=p.batch.sequenceLength,
         sp=p.batch.sequenceParallel, sp_rank=run.spRank, dp=p.batch.dataParallel,
