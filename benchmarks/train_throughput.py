@@ -106,11 +106,14 @@ def job_run(
 def torch_baseline(model: Path, length: int, steps: int) -> float:
     """Plain PyTorch: forward, backward and AdamW on the same model; tokens/s (median)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from longreach.jobs.train.model import load_model
 
     torch.set_num_threads(1)
-    m = AutoModelForCausalLM.from_pretrained(str(model), attn_implementation="sdpa")
-    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # The job's loader: training mode, else transformers skips the checkpointing asked for.
+    config = AutoConfig.from_pretrained(str(model))
+    m = load_model(str(model), config, gpu=False, attention="sdpa", checkpointing=True)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
     ids = torch.randint(4, 500, (1, length))
     times = []
