@@ -97,8 +97,9 @@ def job_run(
     corpus: Path, tokenizer_dir: Path, out: Path, seq: int
 ) -> tuple[dict[str, Any], float, float, int]:
     """(manifest, wall seconds, CPU seconds of driver + Ray, peak RSS) of one job run."""
-    from longreach.jobs.mixture.job import RunOptions, run
-    from longreach.operator.datamixture.spec import MixtureJobConfig
+    from longreach.contract.datamixture import MixtureJobConfig
+    from longreach.jobs.mixture.job import run
+    from longreach.jobs.mixture.raymap import RunOptions
 
     config = MixtureJobConfig.model_validate(
         {
@@ -144,7 +145,7 @@ def main() -> None:
 def measure(tmp: Path, args: argparse.Namespace) -> tuple[list[tuple[Any, ...]], float, int]:
     """Ray start-up, then the three runs: their table rows."""
     from longreach.jobs.mixture.corpus import write_slimpajama_corpus
-    from longreach.jobs.mixture.job import RunOptions, connect_ray
+    from longreach.jobs.mixture.raymap import RunOptions, connect_ray
     from longreach.jobs.synthetic import build_tokenizer
 
     tok_dir = build_tokenizer(tmp / "tok")

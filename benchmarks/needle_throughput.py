@@ -42,14 +42,14 @@ def build(tmp: Path, size: str, max_len: int) -> tuple[Path, Any]:
 
 
 def builder(tok: Any, lengths: list[int], new_tokens: int) -> Any:
-    from longreach.jobs.needle.grid import ContextBuilder
-    from longreach.jobs.synthetic import sentences
-    from longreach.operator.needleeval.spec import (
+    from longreach.contract.needleeval import (
         PAPER_ANSWER,
         PAPER_NEEDLE,
         PAPER_PROMPT,
         PAPER_QUESTION,
     )
+    from longreach.jobs.needle.grid import ContextBuilder
+    from longreach.jobs.synthetic import sentences
 
     text = sentences(random.Random(0), max(lengths))
     return ContextBuilder(

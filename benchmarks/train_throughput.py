@@ -58,9 +58,9 @@ def job_run(
     """Run the job for `steps` one-sequence steps; median metrics after the first step."""
     from transformers import AutoConfig
 
+    from longreach.contract.contextextension import ContextExtensionSpec
     from longreach.jobs.train.testdata import write_mixture
-    from longreach.operator.contextextension.plan import plan
-    from longreach.operator.contextextension.spec import ContextExtensionSpec
+    from longreach.operator.contextextension.memory import plan
 
     vocab = AutoConfig.from_pretrained(str(model)).vocab_size
     tag = f"{length}-{int(checkpointing)}"

@@ -1,4 +1,6 @@
-"""The Longreach operator: spec models, child builders and kopf handlers, one package per kind.
+"""The Longreach operator: the kopf flow, one package per kind (adapter and pure child builders),
+the registry of kinds, the local runner and the CLI.
 
-Nothing here imports torch, ray or deepspeed; job code lives in `longreach.jobs`.
+It stands on `longreach.contract` and never imports `longreach.jobs`, torch, Ray, DeepSpeed or
+transformers (import-linter holds this).
 """

@@ -37,10 +37,11 @@ def _operator(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     import yaml
 
-    from longreach.operator.contextextension.handlers import read_model_config
-    from longreach.operator.contextextension.plan import plan, render
-    from longreach.operator.contextextension.spec import KIND, ContextExtensionSpec
+    from longreach.contract.contextextension import CONTRACT, ContextExtensionSpec
+    from longreach.operator.contextextension.adapter import read_model_config
+    from longreach.operator.contextextension.memory import plan, render
 
+    KIND = CONTRACT.kind
     docs = [
         d for d in yaml.safe_load_all(Path(args.file).read_text()) if d and d.get("kind") == KIND
     ]
@@ -70,10 +71,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from longreach.operator.demo import prepare
+    import os
+    import subprocess
 
     artifacts = str(Path(args.artifacts).resolve())
-    prepare(artifacts)
+    # The demo's inputs (corpus, tokenizer, tiny model, haystack) are made by job code, in a
+    # process of its own: the operator side never imports the jobs.
+    prepare = [sys.executable, "-P", "-m", "longreach.jobs.demo", "--artifacts", artifacts]
+    try:
+        code = subprocess.call(prepare, env={**os.environ, "PYTHONSAFEPATH": "1"})
+    except KeyboardInterrupt:
+        return 130
+    if code != 0:
+        print(f"error: preparing the demo's inputs failed (exit code {code})", file=sys.stderr)
+        return code
     args.file, args.artifacts = str(QUICKSTART), artifacts
     return _run(args)
 

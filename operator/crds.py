@@ -1,117 +1,24 @@
 """CRDs generated from the spec models: one source of truth per schema.
 
-`longreach crds` writes them to manifests/crds/ and the chart's files/crds/; a test fails
-when the committed files differ from what the models generate.
+`longreach crds` writes them to manifests/crds/ and the chart's files/crds/ (with the RBAC
+rules of operator/rbac.py and the README's field reference); a test fails when the committed
+files differ from what the models generate.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
 
-from longreach.operator.common import GROUP, VERSION
-from longreach.operator.contextextension import spec as ctxext
-from longreach.operator.datamixture import spec as dmix
-from longreach.operator.needleeval import spec as needle
+from longreach.contract.common import GROUP, VERSION
+from longreach.contract.kind import KindContract
+from longreach.operator import rbac
+from longreach.operator.kinds import ADAPTERS
 
 CATEGORY = "longreach"
-
-# (kind module, spec model, status model, printer columns besides Phase and Age)
-KINDS: list[tuple[ModuleType, type, type, list[dict[str, Any]]]] = [
-    (
-        dmix,
-        dmix.DataMixtureSpec,
-        dmix.DataMixtureStatus,
-        [
-            {
-                "name": "Progress",
-                "type": "number",
-                "jsonPath": ".status.progress.percent",
-                "description": "Percent done",
-            },
-            {
-                "name": "Tokens",
-                "type": "integer",
-                "jsonPath": ".status.result.tokens",
-                "description": "Training tokens written",
-            },
-            {
-                "name": "Long-docs",
-                "type": "number",
-                "jsonPath": ".status.result.longDocumentTokenFraction",
-                "description": "Share of tokens in long documents",
-                "priority": 1,
-            },
-        ],
-    ),
-    (
-        ctxext,
-        ctxext.ContextExtensionSpec,
-        ctxext.ContextExtensionStatus,
-        [
-            {
-                "name": "Progress",
-                "type": "number",
-                "jsonPath": ".status.progress.percent",
-                "description": "Percent of steps done",
-            },
-            {
-                "name": "Step",
-                "type": "integer",
-                "jsonPath": ".status.progress.step",
-                "description": "Optimizer steps done",
-            },
-            {
-                "name": "Loss",
-                "type": "number",
-                "jsonPath": ".status.progress.loss",
-                "description": "Loss of the last step",
-            },
-            {
-                "name": "Tok/s",
-                "type": "number",
-                "jsonPath": ".status.progress.tokensPerSecond",
-                "description": "Training tokens per second",
-                "priority": 1,
-            },
-            {
-                "name": "Attempts",
-                "type": "integer",
-                "jsonPath": ".status.attempts",
-                "description": "Gang starts",
-                "priority": 1,
-            },
-        ],
-    ),
-    (
-        needle,
-        needle.NeedleEvalSpec,
-        needle.NeedleEvalStatus,
-        [
-            {
-                "name": "Progress",
-                "type": "number",
-                "jsonPath": ".status.progress.percent",
-                "description": "Percent of cells done",
-            },
-            {
-                "name": "Score",
-                "type": "number",
-                "jsonPath": ".status.result.score",
-                "description": "Clean needle score, 0-100",
-            },
-            {
-                "name": "Paper",
-                "type": "number",
-                "jsonPath": ".status.result.paperScore",
-                "description": "The paper's score (max 91.7)",
-            },
-        ],
-    ),
-]
+CONTRACTS: tuple[KindContract, ...] = tuple(a.contract for a in ADAPTERS)
 
 
 def _without_nulls(value: Any) -> Any:
@@ -166,12 +73,10 @@ def schema_of(model: type) -> dict[str, Any]:
     return structural(raw, raw.get("$defs", {}))
 
 
-def crd(
-    kind_module: ModuleType, spec_model: type, status_model: type, columns: list[dict[str, Any]]
-) -> dict[str, Any]:
-    kind, plural = kind_module.KIND, kind_module.PLURAL
+def crd(contract: KindContract) -> dict[str, Any]:
+    kind, plural, spec_model = contract.kind, contract.plural, contract.spec
     spec_schema = schema_of(spec_model)
-    status_schema = schema_of(status_model)
+    status_schema = schema_of(contract.status)
     status_schema.pop("default", None)
     printer = [
         {
@@ -180,7 +85,7 @@ def crd(
             "jsonPath": ".status.phase",
             "description": "Pending, Waiting, Running, Succeeded, Failed or Suspended",
         },
-        *columns,
+        *contract.columns,
         {
             "name": "Message",
             "type": "string",
@@ -205,7 +110,7 @@ def crd(
                 "listKind": f"{kind}List",
                 "plural": plural,
                 "singular": kind.lower(),
-                "shortNames": kind_module.SHORT_NAMES,
+                "shortNames": [contract.short_name],
                 "categories": [CATEGORY],
             },
             "versions": [
@@ -243,14 +148,9 @@ class _Dumper(yaml.SafeDumper):
 def render_all() -> dict[str, str]:
     """File name -> YAML text of every CRD."""
     out = {}
-    for module, spec_model, status_model, columns in KINDS:
-        text = yaml.dump(
-            crd(module, spec_model, status_model, columns),
-            Dumper=_Dumper,
-            sort_keys=False,
-            width=120,
-        )
-        out[f"{GROUP}_{module.PLURAL}.yaml"] = (
+    for contract in CONTRACTS:
+        text = yaml.dump(crd(contract), Dumper=_Dumper, sort_keys=False, width=120)
+        out[f"{GROUP}_{contract.plural}.yaml"] = (
             "# Generated by `longreach crds` from the spec models. Do not edit.\n" + text
         )
     return out
@@ -269,16 +169,21 @@ def kustomization() -> str:
     )
 
 
+def generated(root: Path) -> dict[Path, str]:
+    """Every generated file under `root` and its text: the CRDs in each target folder, the
+    kustomization of manifests/crds, and the RBAC rules."""
+    out = {folder / name: text for folder in targets(root) for name, text in render_all().items()}
+    out[root / "manifests" / "crds" / "kustomization.yaml"] = kustomization()
+    return out | rbac.render_all(root)
+
+
 def write(root: Path) -> list[Path]:
-    """Write every CRD to each target folder (and the kustomization of manifests/crds)."""
-    written = []
-    for folder in targets(root):
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in render_all().items():
-            (folder / name).write_text(text)
-            written.append(folder / name)
-    (root / "manifests" / "crds" / "kustomization.yaml").write_text(kustomization())
-    return [*written, root / "manifests" / "crds" / "kustomization.yaml"]
+    """Write every generated file."""
+    files = generated(root)
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return list(files)
 
 
 REFERENCE_START = "<!-- reference:start (generated by `longreach crds`; do not edit) -->"
@@ -305,14 +210,10 @@ def _rows(node: dict[str, Any], path: str) -> list[str]:
 def reference_markdown() -> str:
     """The spec-field reference of the README, from the same schemas as the CRDs."""
     out = [REFERENCE_START]
-    for module, spec_model, _, _ in KINDS:
-        out += [
-            "",
-            f"#### {module.KIND} (`{module.PLURAL}`, short name `{module.SHORT_NAMES[0]}`)",
-            "",
-        ]
+    for c in CONTRACTS:
+        out += ["", f"#### {c.kind} (`{c.plural}`, short name `{c.short_name}`)", ""]
         out += ["| field | type | default | description |", "|---|---|---|---|"]
-        out += _rows(schema_of(spec_model), "spec")
+        out += _rows(schema_of(c.spec), "spec")
     out += ["", REFERENCE_END]
     return "\n".join(out)
 

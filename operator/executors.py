@@ -14,23 +14,46 @@ import shlex
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
-from longreach.operator.common import Model
+from longreach.contract.kind import JobConfig
+from longreach.operator.adapter import AnyAdapter
+from longreach.operator.kube import Kube
+from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import ChildState
+
+
+class Executor(Protocol):
+    """Where a resource's job runs."""
+
+    async def ensure(
+        self, adapter: AnyAdapter, body: kopf.Body, spec: Any, config: JobConfig
+    ) -> ChildState:
+        """The job's state, starting it (and its children) first if it does not exist."""
+        ...
+
+    async def suspend(self, adapter: AnyAdapter, body: kopf.Body, suspend: bool) -> None:
+        """Suspend (stop, resumable) or resume the job."""
+        ...
+
+    async def stop(self, adapter: AnyAdapter, body: kopf.Body) -> None:
+        """Stop the job for good."""
+        ...
 
 
 class KubernetesExecutor:
     """Creates the children the adapter builds (ConfigMap first, the job last), owned by the resource."""
 
-    def __init__(self, kube: Any, settings: Any) -> None:
+    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
         self.kube, self.settings = kube, settings
 
-    async def ensure(self, adapter: Any, body: kopf.Body, spec: Any, config: Model) -> ChildState:
+    async def ensure(
+        self, adapter: AnyAdapter, body: kopf.Body, spec: Any, config: JobConfig
+    ) -> ChildState:
         name, namespace = body.metadata.name, body.metadata.namespace
-        objs = adapter.children(name, namespace, spec, config, self.settings)
+        objs = adapter.build(name, namespace, spec, config, self.settings)
         main = objs[-1]
         if (body.status or {}).get("phase") not in (
             None,
@@ -55,19 +78,21 @@ class KubernetesExecutor:
             else adapter.observe(existing)
         )
 
-    async def suspend(self, adapter: Any, body: kopf.Body, suspend: bool) -> None:
-        api_version, kind = adapter.child_kind  # the job object is named like the resource
+    async def suspend(self, adapter: AnyAdapter, body: kopf.Body, suspend: bool) -> None:
+        job = adapter.job  # the job object is named like the resource
         await self.kube.patch(
-            api_version,
-            kind,
+            job.api_version,
+            job.kind,
             body.metadata.namespace,
             body.metadata.name,
             {"spec": {"suspend": suspend}},
         )
 
-    async def stop(self, adapter: Any, body: kopf.Body) -> None:
-        api_version, kind = adapter.child_kind
-        await self.kube.delete(api_version, kind, body.metadata.namespace, body.metadata.name)
+    async def stop(self, adapter: AnyAdapter, body: kopf.Body) -> None:
+        job = adapter.job
+        await self.kube.delete(
+            job.api_version, job.kind, body.metadata.namespace, body.metadata.name
+        )
 
 
 class LocalExecutor:
@@ -76,10 +101,12 @@ class LocalExecutor:
     def __init__(self, workdir: str) -> None:
         self.workdir = Path(workdir)
 
-    def folder(self, adapter: Any, body: Any) -> Path:
+    def folder(self, adapter: AnyAdapter, body: kopf.Body) -> Path:
         return self.workdir / body.metadata.namespace / adapter.plural / body.metadata.name
 
-    async def ensure(self, adapter: Any, body: Any, spec: Any, config: Model) -> ChildState:
+    async def ensure(
+        self, adapter: AnyAdapter, body: kopf.Body, spec: Any, config: JobConfig
+    ) -> ChildState:
         d = self.folder(adapter, body)
         if (d / "suspended").exists():
             return ChildState("suspended", attempts=_attempts(d))
@@ -89,7 +116,7 @@ class LocalExecutor:
         return state_of(d)
 
     @staticmethod
-    def start(d: Path, command: list[str], config: Model) -> None:
+    def start(d: Path, command: list[str], config: JobConfig) -> None:
         d.mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text(config.model_dump_json(by_alias=True, indent=2))
         (d / "exitcode").unlink(missing_ok=True)
@@ -100,7 +127,7 @@ class LocalExecutor:
         (d / "pid").write_text(str(proc.pid))
         (d / "attempts").write_text(str(_attempts(d) + 1))
 
-    async def suspend(self, adapter: Any, body: Any, suspend: bool) -> None:
+    async def suspend(self, adapter: AnyAdapter, body: kopf.Body, suspend: bool) -> None:
         d = self.folder(adapter, body)
         if suspend:
             (d / "suspended").touch()
@@ -109,7 +136,7 @@ class LocalExecutor:
         else:
             (d / "suspended").unlink(missing_ok=True)
 
-    async def stop(self, adapter: Any, body: Any) -> None:
+    async def stop(self, adapter: AnyAdapter, body: kopf.Body) -> None:
         _kill(self.folder(adapter, body))
 
 

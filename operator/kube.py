@@ -17,18 +17,13 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from longreach.operator.kinds import ADAPTERS
+
 TIMEOUT = 30  # seconds per API call; kopf retries the handler on failure
 
-# Kinds the operator creates or reads, and their plural resource names.
-PLURALS = {
-    "ConfigMap": "configmaps",
-    "Service": "services",
-    "Job": "jobs",
-    "RayJob": "rayjobs",
-    "JobSet": "jobsets",
-    "DataMixture": "datamixtures",
-    "ContextExtension": "contextextensions",
-    "NeedleEval": "needleevals",
+# Kinds the operator creates or reads (ours and every kind's children), by plural name.
+PLURALS = {a.kind: a.plural for a in ADAPTERS} | {
+    c.kind: c.plural for a in ADAPTERS for c in a.children_kinds
 }
 
 

@@ -9,30 +9,25 @@ from their own shards and checkpoints, so Ctrl-C then running again continues.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 from pydantic import ValidationError
 
-from longreach.jobs import storage
-from longreach.operator.common import parse_tokens
-from longreach.operator.contextextension.handlers import ContextExtensionAdapter
-from longreach.operator.datamixture.handlers import DataMixtureAdapter
-from longreach.operator.needleeval.handlers import NeedleEvalAdapter
-from longreach.operator.reconcile import Adapter
+from longreach.contract import storage
+from longreach.contract.common import StatusBase
+from longreach.contract.report import Report, read_report
+from longreach.operator.adapter import AnyAdapter, Resolved
+from longreach.operator.kinds import BY_KIND
 
-ADAPTERS: dict[str, Adapter] = {
-    a.kind: a for a in (DataMixtureAdapter(), ContextExtensionAdapter(), NeedleEvalAdapter())
-}
 SCHEMES = ("s3://", "file://", "builtin:", "gs://", "hf://")
 
 
@@ -45,12 +40,17 @@ class Resource:
     kind: str
     name: str
     spec: Any
-    adapter: Adapter
-    result: dict[str, Any] = field(default_factory=dict)
+    adapter: AnyAdapter
+    status: StatusBase | None = None
+    """The status the operator would write once it succeeded (from the job's report)."""
 
     @property
     def label(self) -> str:
         return f"{self.kind}/{self.name}"
+
+    def succeeded(self, report: Report | None) -> None:
+        fields = report.status_fields(with_result=True) if report else {}
+        self.status = self.adapter.contract.status.model_validate({"phase": "Succeeded", **fields})
 
 
 def resolve(value: str, base: str) -> str:
@@ -76,15 +76,13 @@ def load(path: str, artifacts: str) -> list[Resource]:
     found: dict[str, Resource] = {}
     for i, doc in enumerate(docs):
         kind, name = doc.get("kind"), (doc.get("metadata") or {}).get("name")
-        if kind not in ADAPTERS:
+        if kind not in BY_KIND:
             raise RunError(
-                f"{path}: document {i + 1}: kind {kind!r} is not one of {', '.join(ADAPTERS)}"
+                f"{path}: document {i + 1}: kind {kind!r} is not one of {', '.join(BY_KIND)}"
             )
-        adapter = ADAPTERS[kind]
+        adapter = BY_KIND[kind]
         try:
-            spec = adapter.spec_model.model_validate(
-                _resolve_paths(doc.get("spec") or {}, artifacts)
-            )
+            spec = adapter.parse(_resolve_paths(doc.get("spec") or {}, artifacts))
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
@@ -111,31 +109,30 @@ def load(path: str, artifacts: str) -> list[Resource]:
     return ordered
 
 
-def _dependency_objects(r: Resource, done: dict[str, Resource]) -> dict[str, dict[str, Any]]:
-    """What the operator would read from the API server: the dependency's spec and status."""
+def _dependencies(r: Resource, done: dict[str, Resource]) -> dict[str, Resolved]:
+    """What the operator would read from the API server: each dependency's spec and status."""
     out = {}
     for dep in r.adapter.dependencies(r.spec):
         d = done[f"{dep.kind}/{dep.name}"]
-        out[dep.name] = {
-            "spec": d.spec.model_dump(by_alias=True, mode="json"),
-            "status": {"phase": "Succeeded", "result": d.result},
-        }
+        assert d.status is not None
+        out[dep.name] = Resolved(spec=d.spec, status=d.status)
     return out
+
+
+def _report(r: Resource, uri: str) -> Report | None:
+    return read_report(uri, r.adapter.contract.report, r.spec.storage)
 
 
 def run_one(r: Resource, done: dict[str, Resource], workdir: Path, out: TextIO) -> None:
     uri = r.adapter.output_uri(r.spec)
-    marker = storage.join(uri, r.adapter.marker)
+    marker = storage.join(uri, r.adapter.contract.marker)
     if storage.exists(marker, r.spec.storage):
-        progress = (
-            storage.read_json_if_exists(storage.join(uri, "progress.json"), r.spec.storage) or {}
-        )
-        r.result = {"uri": uri, **(progress.get("result") or {})}
+        r.succeeded(_report(r, uri))
         print(f"{r.label}: already done ({marker}); skipping", file=out)
         return
     folder = workdir / r.kind.lower() / r.name
     folder.mkdir(parents=True, exist_ok=True)
-    config = r.adapter.job_config(r.name, "local", r.spec, _dependency_objects(r, done))
+    config = r.adapter.job_config(r.name, "local", r.spec, _dependencies(r, done))
     (folder / "config.json").write_text(config.model_dump_json(by_alias=True, indent=2))
     command = r.adapter.local_command(str(folder / "config.json"), r.spec)
     log_path = folder / "job.log"
@@ -158,13 +155,13 @@ def run_one(r: Resource, done: dict[str, Resource], workdir: Path, out: TextIO) 
             proc.wait(timeout=60)
             print(f"\n{r.label}: interrupted; run the same command again to continue", file=out)
             raise
-    progress = storage.read_json_if_exists(storage.join(uri, "progress.json"), r.spec.storage) or {}
+    report = _report(r, uri)
     _show(r, uri, started, out, final=True)
     if proc.returncode != 0 or not storage.exists(marker, r.spec.storage):
         tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-5:])
-        why = progress.get("error") or f"exit code {proc.returncode}: {tail}"
+        why = (report.error if report else "") or f"exit code {proc.returncode}: {tail}"
         raise RunError(f"{r.label} failed: {why}\n  log: {log_path}")
-    r.result = {"uri": uri, **(progress.get("result") or {})}
+    r.succeeded(report)
 
 
 _last_line: dict[str, str] = {}
@@ -173,12 +170,12 @@ _last_line: dict[str, str] = {}
 def _show(r: Resource, uri: str, started: float, out: TextIO, final: bool = False) -> None:
     """One progress line per resource: redrawn in place on a terminal, printed on change elsewhere."""
     try:
-        p = storage.read_json_if_exists(storage.join(uri, "progress.json"), r.spec.storage) or {}
-    except (OSError, json.JSONDecodeError):
-        p = {}
-    percent = float(p.get("percent") or 0)
+        report = _report(r, uri)
+    except (OSError, ValueError):  # half-visible or unreadable: show the last line again
+        report = None
+    percent = report.percent() if report else 0.0
     bar = "#" * int(percent / 5) + "-" * (20 - int(percent / 5))
-    text = f"{r.label:<32} [{bar}] {percent:5.1f}%  {str(p.get('message', ''))[:70]}"
+    text = f"{r.label:<32} [{bar}] {percent:5.1f}%  {(report.message if report else '')[:70]}"
     if out.isatty():
         width = shutil.get_terminal_size().columns
         line = f"{text}  {time.time() - started:.0f}s"[: width - 1]
@@ -189,41 +186,12 @@ def _show(r: Resource, uri: str, started: float, out: TextIO, final: bool = Fals
 
 
 def summary(resources: list[Resource]) -> str:
-    """What a user wants to see at the end: shares, long-document fraction, loss, score, files."""
+    """What a user wants to see at the end: each kind's own summary lines."""
     lines = ["", "Summary"]
     for r in resources:
-        res, uri = r.result, r.result.get("uri", "")
-        if r.kind == "DataMixture":
-            shares = ", ".join(
-                f"{d.removeprefix('RedPajama')} {s:.3f}"
-                for d, s in sorted((res.get("domainShares") or {}).items())
-            )
-            lines.append(
-                f"  {r.label}: {res.get('tokens', 0):,} tokens in {res.get('chunks', 0)} chunks; long-document tokens {res.get('longDocumentTokenFraction', 0):.0%}"
-            )
-            lines.append(f"    shares: {shares}")
-            lines.append(
-                f"    plots: {storage.join(uri, 'domains.png')}  {storage.join(uri, 'lengths.png')}"
-            )
-        elif r.kind == "ContextExtension":
-            out = r.adapter.output_uri(r.spec)
-            losses = sorted(
-                (res.get("validationLoss") or {}).items(), key=lambda kv: parse_tokens(kv[0])
-            )
-            val = ", ".join(f"@{k} {v:.3f}" for k, v in losses)
-            lines.append(
-                f"  {r.label}: final loss {res.get('loss', 0):.3f}; validation loss by position: {val or 'n/a'}"
-            )
-            lines.append(
-                f"    model: {storage.join(out, 'final')}  metrics: {storage.join(out, 'metrics.jsonl')}"
-            )
-        else:
-            lines.append(
-                f"  {r.label}: needle score {res.get('score', 0):.1f} (paper's scorer: {res.get('paperScore', 0):.1f})"
-            )
-            lines.append(
-                f"    heatmap: {storage.join(uri, 'heatmap.png')}  results: {storage.join(uri, 'results.json')}"
-            )
+        assert r.status is not None
+        first, *rest = r.adapter.summary(r.spec, r.status)
+        lines += [f"  {r.label}: {first}", *(f"    {line}" for line in rest)]
     return "\n".join(lines)
 
 

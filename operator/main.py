@@ -1,4 +1,4 @@
-"""The operator's entry module: kopf settings, and the three kinds registered."""
+"""The operator's entry module: kopf settings, and every kind of the registry registered."""
 
 from __future__ import annotations
 
@@ -7,23 +7,19 @@ from typing import Any
 
 import kopf
 
+from longreach.contract.common import GROUP, VERSION
 from longreach.operator import metrics
-from longreach.operator.common import GROUP, VERSION
-from longreach.operator.contextextension.handlers import ContextExtensionAdapter
-from longreach.operator.datamixture.handlers import DataMixtureAdapter
-from longreach.operator.executors import KubernetesExecutor, LocalExecutor
+from longreach.operator.executors import Executor, KubernetesExecutor, LocalExecutor
+from longreach.operator.kinds import ADAPTERS
 from longreach.operator.kube import Kube
-from longreach.operator.needleeval.handlers import NeedleEvalAdapter
 from longreach.operator.reconcile import register
 from longreach.operator.settings import OperatorSettings
-
-ADAPTERS = (DataMixtureAdapter(), ContextExtensionAdapter(), NeedleEvalAdapter())
 
 
 def setup(settings: OperatorSettings) -> None:
     """Register every kind's handlers with kopf for the given settings."""
     kube = Kube()
-    executor: Any = (
+    executor: Executor = (
         KubernetesExecutor(kube, settings)
         if settings.executor == "kubernetes"
         else LocalExecutor(settings.localWorkdir)

@@ -1,9 +1,10 @@
-"""The reconcile loop shared by the three kinds, and the kopf registration.
+"""The reconcile flow shared by every kind, and its kopf registration.
 
-For each resource: validate the spec, wait for dependencies, create the children that
-should exist (create-if-absent, deterministic names, owner references), then recompute the
-status from the child and the job's progress.json. A timer repeats the last step so a
-vanished, stuck or finished child is noticed without any event.
+For each resource, in order: parse the spec, resolve the dependencies, admit the spec, ensure
+the children (create-if-absent, deterministic names, owner references), keep the job's
+suspension in step with the spec, enforce the deadline, then observe the child and the job's
+progress.json. A step that decides the status stops the flow with `Stop`. A timer repeats the
+flow so a vanished, stuck or finished child is noticed without any event.
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from longreach.jobs import storage
+from longreach.contract import storage
+from longreach.contract.common import API_VERSION, GROUP, VERSION, Placement
+from longreach.contract.report import read_report
 from longreach.operator import metrics
-from longreach.operator.common import API_VERSION, GROUP, VERSION, Model
+from longreach.operator.adapter import Adapter, AnyAdapter, Dependency, Resolved
+from longreach.operator.executors import Executor
+from longreach.operator.kinds import BY_KIND
+from longreach.operator.kube import Kube
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import (
     TERMINAL,
@@ -29,60 +35,54 @@ from longreach.operator.status import (
     Observation,
     changed,
     dependency_message,
-    phase_of,
+    observe,
     status_patch,
 )
 
 
+class Stop(Exception):
+    """A step decided the status; the flow writes it and ends (raising `then`, if set, for
+    kopf: PermanentError ends retries, TemporaryError retries after its delay)."""
+
+    def __init__(self, observation: Observation, then: Exception | None = None) -> None:
+        super().__init__(observation.message)
+        self.observation, self.then = observation, then
+
+
 @dataclass(frozen=True)
-class Dependency:
-    """Another Longreach resource this one needs to have succeeded."""
+class Current:
+    """What the resource says about itself at the start of a reconcile."""
 
-    kind: str
     name: str
+    namespace: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+    @classmethod
+    def of(cls, body: kopf.Body) -> Current:
+        return cls(
+            name=body.metadata.name,
+            namespace=body.metadata.namespace,
+            generation=int(body.metadata.get("generation") or 0),
+            spec=dict(body.spec or {}),
+            status=dict(body.status or {}),
+        )
+
+    @property
+    def finished(self) -> bool:
+        """Succeeded or Failed, for the current generation of the spec."""
+        return (
+            self.status.get("phase") in TERMINAL
+            and self.status.get("observedGeneration") == self.generation
+        )
+
+    @property
+    def started(self) -> bool:
+        return bool(self.status.get("startTime"))
 
 
-class Adapter:
-    """What differs between kinds. Subclasses fill the class attributes and methods."""
-
-    kind: ClassVar[str]
-    plural: ClassVar[str]
-    spec_model: ClassVar[type[Model]]
-    marker: ClassVar[str]  # output file whose existence means the output is committed
-
-    def dependencies(self, spec: Any) -> list[Dependency]:
-        return []
-
-    def job_config(
-        self, name: str, namespace: str, spec: Any, deps: dict[str, dict[str, Any]]
-    ) -> Model:
-        raise NotImplementedError
-
-    def children(
-        self, name: str, namespace: str, spec: Any, config: Model, settings: OperatorSettings
-    ) -> list[dict[str, Any]]:
-        """Pure builders: the ConfigMap first, the job object (RayJob, JobSet, Job) last."""
-        raise NotImplementedError
-
-    def observe(self, child: dict[str, Any]) -> ChildState:
-        raise NotImplementedError
-
-    def local_command(self, config_path: str, spec: Any) -> list[str]:
-        raise NotImplementedError
-
-    def admit(self, spec: Any, settings: OperatorSettings) -> str | None:
-        """A reason to refuse the spec before any work starts (e.g. it cannot fit), or None."""
-        return None
-
-    def extra_status(self, progress: dict[str, Any]) -> dict[str, Any]:
-        """Kind-specific status fields taken from progress.json (e.g. lastCheckpoint)."""
-        return {}
-
-    def output_uri(self, spec: Any) -> str:
-        return str(spec.output.uri)
-
-
-def with_defaults(spec: Any, settings: OperatorSettings) -> Any:
+def with_defaults(spec: Placement, settings: OperatorSettings) -> Placement:
     """The operator's storage defaults under any field the resource left empty."""
     merged = {
         k: getattr(spec.storage, k) or getattr(settings.storage, k)
@@ -91,25 +91,52 @@ def with_defaults(spec: Any, settings: OperatorSettings) -> Any:
     return spec.model_copy(update={"storage": spec.storage.model_copy(update=merged)})
 
 
-def read_progress(uri: str, spec: Any) -> dict[str, Any]:
+def parse_spec(adapter: AnyAdapter, raw: dict[str, Any], settings: OperatorSettings) -> Any:
+    """The typed spec with the operator's defaults; an invalid one stops with Failed."""
     try:
-        return storage.read_json_if_exists(storage.join(uri, "progress.json"), spec.storage) or {}
-    except Exception as e:  # unreachable storage must not break the status; say so instead
-        return {"message": f"cannot read progress.json: {e}"}
+        return with_defaults(adapter.parse(raw), settings)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
+        why = f"{where}: {first['msg']}"
+        raise Stop(
+            Observation("Failed", "InvalidSpec", why), kopf.PermanentError(f"invalid spec: {why}")
+        ) from e
+
+
+def resolve(dep: Dependency, obj: dict[str, Any] | None) -> Resolved:
+    """A dependency that succeeded, parsed by its kind's models; otherwise stop: Failed when
+    it failed, Waiting (with its phase and progress) while it is not done."""
+    contract = BY_KIND[dep.kind].contract
+    status = None if obj is None else contract.status.model_validate(obj.get("status") or {})
+    if status is not None and status.phase == "Failed":
+        why = f"{dep.kind} {dep.name} failed: {status.message}"
+        raise Stop(Observation("Failed", "DependencyFailed", why))
+    if obj is None or status is None or status.phase != "Succeeded":
+        reason, message = dependency_message(dep.kind, dep.name, status)
+        raise Stop(Observation("Waiting", reason, message))
+    return Resolved(spec=contract.spec.model_validate(obj["spec"]), status=status)
+
+
+def deadline_passed(deadline: int | None, start: str | None, now: float) -> bool:
+    """activeDeadlineSeconds: whether a job that started at `start` has run too long."""
+    return deadline is not None and bool(start) and now - _epoch(str(start)) > deadline
 
 
 class Reconciler:
     """Runs the reconcile flow for one kind with one executor."""
 
     def __init__(
-        self, adapter: Adapter, executor: Any, kube: Any, settings: OperatorSettings
+        self, adapter: AnyAdapter, executor: Executor, kube: Kube, settings: OperatorSettings
     ) -> None:
         self.adapter, self.executor, self.kube, self.settings = adapter, executor, kube, settings
+        # Only kinds that check something before starting pay for the thread hop.
+        self.admits = type(adapter).admit is not Adapter.admit
 
-    async def __call__(self, body: kopf.Body, patch: kopf.Patch, logger: Any) -> None:
+    async def __call__(self, body: kopf.Body, patch: kopf.Patch) -> None:
         started = time.perf_counter()
         try:
-            await self._reconcile(body, patch, logger)
+            await self.reconcile(body, patch)
         except (kopf.PermanentError, kopf.TemporaryError):
             raise
         except Exception:
@@ -118,139 +145,106 @@ class Reconciler:
         finally:
             metrics.HANDLER_LATENCY.labels(self.adapter.kind).observe(time.perf_counter() - started)
 
-    async def _reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: Any) -> None:
-        a = self.adapter
-        name, namespace = body.metadata.name, body.metadata.namespace
-        old = dict(body.status or {})
-        generation = int(body.metadata.get("generation") or 0)
-        if old.get("phase") in TERMINAL and old.get("observedGeneration") == generation:
-            metrics.track(a.kind, f"{namespace}/{name}", old["phase"])
-            await self._expire(body, old)
+    async def reconcile(self, body: kopf.Body, patch: kopf.Patch) -> None:
+        now = Current.of(body)
+        if now.finished:
+            metrics.track(self.adapter.kind, f"{now.namespace}/{now.name}", now.status["phase"])
+            await self.expire(now)
             return
         try:
-            spec = with_defaults(a.spec_model.model_validate(dict(body.spec)), self.settings)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
-            self._write(
-                body,
-                patch,
-                old,
-                Observation("Failed", "InvalidSpec", f"{where}: {first['msg']}"),
-                generation,
-            )
-            raise kopf.PermanentError(f"invalid spec: {where}: {first['msg']}") from e
+            spec = parse_spec(self.adapter, now.spec, self.settings)
+            deps = await self.dependencies(now, spec)
+            await self.admit(now, spec)
+            child = await self.ensure(body, now, spec, deps)
+            await self.sync_suspend(body, spec, child)
+            await self.enforce_deadline(body, now, spec)
+            obs = await self.observe(now, spec, child)
+        except Stop as stop:
+            self.write(body, patch, now, stop.observation)
+            if stop.then is not None:
+                raise stop.then from stop
+            return
+        self.write(body, patch, now, obs)
 
-        deps: dict[str, dict[str, Any]] = {}
-        for dep in a.dependencies(spec):
-            obj = await self.kube.get(API_VERSION, dep.kind, namespace, dep.name)
-            phase = ((obj or {}).get("status") or {}).get("phase")
-            if phase == "Failed":
-                why = ((obj or {}).get("status") or {}).get("message", "")
-                self._write(
-                    body,
-                    patch,
-                    old,
-                    Observation(
-                        "Failed", "DependencyFailed", f"{dep.kind} {dep.name} failed: {why}"
-                    ),
-                    generation,
-                )
-                return
-            if phase != "Succeeded":
-                reason, message = dependency_message(dep.kind, dep.name, obj)
-                self._write(body, patch, old, Observation("Waiting", reason, message), generation)
-                return
-            deps[dep.name] = obj or {}
+    async def dependencies(self, now: Current, spec: Any) -> dict[str, Resolved]:
+        out = {}
+        for dep in self.adapter.dependencies(spec):
+            obj = await self.kube.get(API_VERSION, dep.kind, now.namespace, dep.name)
+            out[dep.name] = resolve(dep, obj)
+        return out
 
+    async def admit(self, now: Current, spec: Any) -> None:
+        """The kind's check before any work starts (e.g. the memory planner)."""
+        if not self.admits or now.started:
+            return
         loop = asyncio.get_running_loop()
-        admits = type(a).admit is not Adapter.admit  # only some kinds check before starting
-        refusal = (
-            await loop.run_in_executor(self.kube.pool, a.admit, spec, self.settings)
-            if admits and not old.get("startTime")
-            else None
+        refusal = await loop.run_in_executor(
+            self.kube.pool, self.adapter.admit, spec, self.settings
         )
         if refusal:
-            self._write(body, patch, old, Observation("Failed", "Refused", refusal), generation)
-            raise kopf.PermanentError(refusal)
+            raise Stop(Observation("Failed", "Refused", refusal), kopf.PermanentError(refusal))
 
-        config = a.job_config(name, namespace, spec, deps)
+    async def ensure(
+        self, body: kopf.Body, now: Current, spec: Any, deps: dict[str, Resolved]
+    ) -> ChildState:
+        """The job's children, created if absent; stops while a just-created job starts."""
+        config = self.adapter.job_config(now.name, now.namespace, spec, deps)
         try:
-            child = await self.executor.ensure(a, body, spec, config)
+            child = await self.executor.ensure(self.adapter, body, spec, config)
         except ApiException as e:
             if e.status in (409, 429) or e.status >= 500:
                 raise  # conflicts, throttling and server errors: kopf retries
             # Rejected by the API server or an admission webhook (quota, policy, a bad field):
             # say so in the status and try again later, in case the cause goes away.
             why = _api_message(e)
-            self._write(body, patch, old, Observation("Pending", "CreateFailed", why), generation)
-            raise kopf.TemporaryError(why, delay=15) from e
+            raise Stop(
+                Observation("Pending", "CreateFailed", why), kopf.TemporaryError(why, delay=15)
+            ) from e
         if child.created:  # nothing to read yet: the job has not started
-            self._write(
-                body, patch, old, Observation("Pending", "Created", child.message), generation
-            )
-            return
-        if spec.suspend != (child.state == "suspended") and child.state not in (
-            "succeeded",
-            "failed",
-        ):
-            await self.executor.suspend(a, body, spec.suspend)
-        if await self._deadline_passed(body, patch, spec, old, generation):
-            return
+            raise Stop(Observation("Pending", "Created", child.message))
+        return child
 
-        uri = a.output_uri(spec)
-        progress = await loop.run_in_executor(self.kube.pool, read_progress, uri, spec)
-        committed = child.state == "succeeded" and await loop.run_in_executor(
-            self.kube.pool, storage.exists, storage.join(uri, a.marker), spec.storage
-        )
-        phase, reason, message = phase_of(child, progress, committed, a.marker)
-        obs = Observation(
-            phase,
-            reason,
-            message,
-            progress=_progress_fields(progress, phase),
-            result=_result(progress, uri) if phase == "Succeeded" else None,
-            attempts=max(child.attempts, int(old.get("attempts") or 0), 1),
-            extra=a.extra_status(progress),
-        )
-        self._write(body, patch, old, obs, generation)
+    async def sync_suspend(self, body: kopf.Body, spec: Any, child: ChildState) -> None:
+        """spec.suspend, passed on to a job that has not finished."""
+        finished = child.state in ("succeeded", "failed")
+        if not finished and spec.suspend != (child.state == "suspended"):
+            await self.executor.suspend(self.adapter, body, spec.suspend)
 
-    async def _deadline_passed(
-        self, body: kopf.Body, patch: kopf.Patch, spec: Any, old: dict[str, Any], generation: int
-    ) -> bool:
+    async def enforce_deadline(self, body: kopf.Body, now: Current, spec: Any) -> None:
         """activeDeadlineSeconds: stop the job and fail once it has run longer than allowed."""
-        deadline, start = spec.activeDeadlineSeconds, old.get("startTime")
-        if deadline is None or not start or _age(start) <= deadline:
-            return False
+        deadline = spec.activeDeadlineSeconds
+        if not deadline_passed(deadline, now.status.get("startTime"), time.time()):
+            return
         await self.executor.stop(self.adapter, body)
         message = f"ran longer than activeDeadlineSeconds={deadline}; the job was stopped"
-        self._write(
-            body, patch, old, Observation("Failed", "DeadlineExceeded", message), generation
-        )
-        return True
+        raise Stop(Observation("Failed", "DeadlineExceeded", message))
 
-    async def _expire(self, body: kopf.Body, old: dict[str, Any]) -> None:
+    async def observe(self, now: Current, spec: Any, child: ChildState) -> Observation:
+        """The child's state, the job's report and the commit marker, as one observation."""
+        loop = asyncio.get_running_loop()
+        uri, contract = self.adapter.output_uri(spec), self.adapter.contract
+        report = await loop.run_in_executor(
+            self.kube.pool, _read_report, uri, contract.report, spec.storage
+        )
+        committed = child.state == "succeeded" and await loop.run_in_executor(
+            self.kube.pool, storage.exists, storage.join(uri, contract.marker), spec.storage
+        )
+        attempts = int(now.status.get("attempts") or 0)
+        return observe(child, report, committed, contract.marker, attempts)
+
+    async def expire(self, now: Current) -> None:
         """ttlSecondsAfterFinished: delete the finished resource (its children go with it)."""
-        ttl = (body.spec or {}).get("ttlSecondsAfterFinished")
-        done = old.get("completionTime")
-        if ttl is not None and done and _age(done) >= ttl:
-            await self.kube.delete(
-                API_VERSION, self.adapter.kind, body.metadata.namespace, body.metadata.name
-            )
+        ttl = now.spec.get("ttlSecondsAfterFinished")
+        done = now.status.get("completionTime")
+        if ttl is not None and done and time.time() - _epoch(done) >= ttl:
+            await self.kube.delete(API_VERSION, self.adapter.kind, now.namespace, now.name)
 
-    def _write(
-        self,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        old: dict[str, Any],
-        obs: Observation,
-        generation: int,
-    ) -> None:
+    def write(self, body: kopf.Body, patch: kopf.Patch, now: Current, obs: Observation) -> None:
+        """The status patch for `obs`, and an event and metrics on a phase transition."""
         # The gauge follows every resource, also those an operator restart found mid-run.
-        metrics.track(
-            self.adapter.kind, f"{body.metadata.namespace}/{body.metadata.name}", obs.phase
-        )
-        new = status_patch(old, obs, generation)
+        metrics.track(self.adapter.kind, f"{now.namespace}/{now.name}", obs.phase)
+        old = now.status
+        new = status_patch(old, obs, now.generation)
         if not changed(old, new):
             return
         for key, value in new.items():
@@ -262,6 +256,15 @@ class Reconciler:
             emit(dict(body), reason=obs.phase, message=obs.message[:1000] or obs.phase)
 
 
+def _read_report(uri: str, model: Any, store: Any) -> Any:
+    """The job's report; unreadable storage must not break the status, so it is logged and
+    treated as no report yet (the child's own state still decides the phase)."""
+    try:
+        return read_report(uri, model, store)
+    except Exception as e:
+        return model(message=f"cannot read progress.json: {e}")
+
+
 def _api_message(e: ApiException) -> str:
     """The API server's own message for a rejected request."""
     try:
@@ -270,33 +273,19 @@ def _api_message(e: ApiException) -> str:
         return f"cannot create the job: {e.status} {e.reason}"
 
 
-def _age(timestamp: str) -> float:
-    """Seconds since an RFC 3339 UTC timestamp of the status."""
-    then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return time.time() - then.timestamp()
+def _epoch(timestamp: str) -> float:
+    """Seconds since the epoch of an RFC 3339 UTC timestamp of the status."""
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
-def _progress_fields(progress: dict[str, Any], phase: str) -> dict[str, Any]:
-    out = {
-        k: v
-        for k, v in progress.items()
-        if k not in ("state", "message", "error", "result", "updatedAt", "lastCheckpoint")
-    }
-    if phase == "Succeeded" and out:
-        out["percent"] = 100.0
-    return out
-
-
-def _result(progress: dict[str, Any], uri: str) -> dict[str, Any]:
-    return {"uri": uri, **(progress.get("result") or {})}
-
-
-def register(adapter: Adapter, executor: Any, kube: Any, settings: OperatorSettings) -> None:
+def register(
+    adapter: AnyAdapter, executor: Executor, kube: Kube, settings: OperatorSettings
+) -> None:
     """Register the reconcile handlers of one kind with kopf."""
     reconciler = Reconciler(adapter, executor, kube, settings)
 
-    async def on_change(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
-        await reconciler(body, patch, logger)
+    async def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await reconciler(body, patch)
 
     # A failed reconcile is retried soon: most failures are a dependency or an API hiccup.
     for decorator in (kopf.on.create, kopf.on.resume):

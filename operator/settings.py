@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from longreach.operator.common import Model, StorageSpec
+from longreach.contract.common import Model, StorageSpec
 
 
 class OperatorSettings(Model):

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from longreach.contract.common import StatusBase
+from longreach.contract.report import Report
+
 ChildStateName = Literal["pending", "running", "succeeded", "failed", "suspended"]
 TERMINAL = ("Succeeded", "Failed")
 
@@ -32,33 +35,41 @@ class Observation:
     phase: str
     reason: str
     message: str = ""
-    progress: dict[str, Any] = field(default_factory=dict)
-    result: dict[str, Any] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    """The kind's own status fields (progress, result, ...) from the job's report."""
     attempts: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # kind-specific fields, e.g. lastCheckpoint
 
 
 def phase_of(
-    child: ChildState, progress: dict[str, Any], output_committed: bool, marker: str
+    child: ChildState, report: Report | None, output_committed: bool, marker: str
 ) -> tuple[str, str, str]:
     """(phase, reason, message) for a resource whose child exists. `Succeeded` only when the
     child succeeded AND the output's commit marker exists."""
+    said = report.message if report else ""
     if child.state == "succeeded":
         if output_committed:
-            return (
-                "Succeeded",
-                "Completed",
-                progress.get("message") or "the job succeeded and its output is committed",
-            )
+            return "Succeeded", "Completed", said or "the job succeeded and its output is committed"
         return "Failed", "OutputMissing", f"the job reported success but {marker} is missing"
     if child.state == "failed":
-        why = progress.get("error") or child.message or "the job failed"
+        why = (report.error if report else "") or child.message or "the job failed"
         return "Failed", "JobFailed", why
     if child.state == "suspended":
         return "Suspended", "Suspended", "suspended; set spec.suspend=false to resume"
     if child.state == "running":
-        return "Running", "Running", progress.get("message") or child.message or "running"
+        return "Running", "Running", said or child.message or "running"
     return "Pending", "Starting", child.message or "waiting for the job's pods to start"
+
+
+def observe(
+    child: ChildState, report: Report | None, committed: bool, marker: str, attempts_before: int
+) -> Observation:
+    """The observation of a resource whose job exists: phase from the child and the marker,
+    the kind's fields from the job's own report (the result only once committed)."""
+    phase, reason, message = phase_of(child, report, committed, marker)
+    fields = report.status_fields(with_result=phase == "Succeeded") if report else {}
+    return Observation(
+        phase, reason, message, fields, attempts=max(child.attempts, attempts_before, 1)
+    )
 
 
 _CONDITIONS = ("Ready", "Succeeded", "Failed", "Waiting")
@@ -102,12 +113,8 @@ def status_patch(old: dict[str, Any], obs: Observation, generation: int) -> dict
         "message": obs.message[:1000],
         "observedGeneration": generation,
         "conditions": conditions(old.get("conditions") or [], obs, generation),
-        **obs.extra,
+        **obs.fields,
     }
-    if obs.progress:
-        patch["progress"] = obs.progress
-    if obs.result is not None:
-        patch["result"] = obs.result
     if obs.attempts is not None:
         patch["attempts"] = obs.attempts
     if obs.phase in ("Pending", "Running") and not old.get("startTime"):
@@ -132,16 +139,9 @@ def changed(old: dict[str, Any], patch: dict[str, Any]) -> bool:
     return False
 
 
-def dependency_message(kind: str, name: str, dep: dict[str, Any] | None) -> tuple[str, str]:
-    """(reason, message) for a resource waiting on `kind/name`."""
-    if dep is None:
+def dependency_message(kind: str, name: str, status: StatusBase | None) -> tuple[str, str]:
+    """(reason, message) for a resource waiting on `kind/name` (None: it does not exist)."""
+    if status is None:
         return "DependencyNotFound", f"waiting for {kind} {name}: not found"
-    status = dep.get("status") or {}
-    phase = status.get("phase") or "Pending"
-    percent = (status.get("progress") or {}).get("percent")
-    detail = (
-        f"{phase}, {percent:.0f}%"
-        if isinstance(percent, int | float) and phase == "Running"
-        else phase
-    )
+    detail = f"Running, {status.percent():.0f}%" if status.phase == "Running" else status.phase
     return "DependencyNotReady", f"waiting for {kind} {name}: {detail}"

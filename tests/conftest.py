@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from longreach.operator.common import StorageSpec
+from longreach.contract.common import StorageSpec
 
 
 @pytest.fixture(scope="session")

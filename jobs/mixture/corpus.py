@@ -17,9 +17,9 @@ import math
 import random
 import sys
 
-from longreach.jobs.storage import join, write_bytes
-from longreach.operator.common import StorageSpec
-from longreach.operator.datamixture.spec import SLIMPAJAMA_SHARES
+from longreach.contract.common import StorageSpec
+from longreach.contract.datamixture import SLIMPAJAMA_SHARES
+from longreach.contract.storage import join, write_bytes
 
 # RECIPE.md: median document length in LLaMA tokens, and a log-normal spread per domain
 # (sigma) picked so that ~1/3 of tokens are in documents over 4K, as the paper reports.

@@ -9,58 +9,48 @@ block size, batch size or arrival order.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from longreach.jobs.mixture.manifest import build_manifest, config_hash, output_config, plot_png
-from longreach.jobs.mixture.output import ConfigConflict, check_output, finish
-from longreach.jobs.mixture.plan import DomainStats, Scorer, group_files, make_plan, merge_stats
-from longreach.jobs.mixture.readers import FileUnit, InputError, check_first_record, list_files
-from longreach.jobs.mixture.tokenizer import TokenizerInfo, load_tokenizer
-from longreach.jobs.mixture.units import BuildSettings, build_unit, scan_unit, unit_name
-from longreach.jobs.storage import (
-    Progress,
+from longreach.contract.datamixture import (
+    DataMixtureSpec,
+    MixtureJobConfig,
+    MixtureProgress,
+    MixtureReport,
+    MixtureResult,
+)
+from longreach.contract.errors import InputError
+from longreach.contract.report import ReportWriter
+from longreach.contract.storage import (
     filesystem,
     join,
     read_json_if_exists,
     write_bytes,
     write_json,
 )
-from longreach.operator.datamixture.spec import DataMixtureSpec, MixtureJobConfig
+from longreach.jobs.mixture.manifest import build_manifest, config_hash, output_config, plot_png
+from longreach.jobs.mixture.output import ConfigConflict, check_output, finish
+from longreach.jobs.mixture.raymap import RunOptions, connect_ray, ray_map, unwrap
+from longreach.jobs.mixture.readers import FileUnit, check_first_record, list_files
+from longreach.jobs.mixture.selection import (
+    DomainStats,
+    Scorer,
+    group_files,
+    make_plan,
+    merge_stats,
+)
+from longreach.jobs.mixture.tokenizer import TokenizerInfo, tokenizer_info
+from longreach.jobs.mixture.units import BuildSettings, build_unit, scan_unit, unit_name
 
 log = logging.getLogger("longreach.mixture")
-LOCAL_RAY_START_ATTEMPTS = 3
-
-
-@dataclass
-class RunOptions:
-    """How the job runs; none of it changes the output."""
-
-    ray_address: str | None = None
-    """Connect to this Ray cluster (a RayJob sets RAY_ADDRESS); None starts a local one."""
-    num_cpus: int | None = None
-    """CPUs of a local Ray instance; None: all."""
-    workers: int | None = None
-    """At most this many files processed at once; None: as many as Ray schedules."""
-    files_per_task: int = 1
-    """Work units per Ray Data block: files in the scan, file groups in the build."""
-    batch_size: int = 256
-    """Documents per tokenizer batch."""
-    progress_interval: float = 2.0
-    """Seconds between progress.json writes."""
 
 
 @dataclass
 class Context:
     spec: DataMixtureSpec
     options: RunOptions
-    progress: Progress
+    report: ReportWriter[MixtureReport]
     units: list[FileUnit] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -73,104 +63,7 @@ class Context:
         return join(self.spec.output.uri, "_work")
 
 
-def connect_ray(options: RunOptions) -> None:
-    """Reuse an initialised Ray, join RAY_ADDRESS's cluster, or start a local instance.
-    Workers inherit PYTHONSAFEPATH so the repository's `operator/` folder never shadows the
-    standard library when the driver runs from the repository root."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    runtime_env = {
-        "env_vars": {
-            "PYTHONSAFEPATH": "1",
-            "RAYON_RS_NUM_CPUS": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-    }
-    if options.ray_address:
-        ray.init(address=options.ray_address, runtime_env=runtime_env, log_to_driver=False)
-        return
-    # A local start has fixed deadlines (the raylet waits ~15 s for its agents, the driver 30 s
-    # for the raylet) that a loaded two-core machine can miss; a second start usually finds
-    # the files it imports cached and comes up in seconds.
-    for attempt in range(1, LOCAL_RAY_START_ATTEMPTS + 1):
-        try:
-            ray.init(
-                num_cpus=options.num_cpus,
-                include_dashboard=False,
-                runtime_env=runtime_env,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-            return
-        except Exception as e:
-            ray.shutdown()
-            if attempt == LOCAL_RAY_START_ATTEMPTS:
-                raise
-            log.warning("local Ray did not start (attempt %d): %s; trying again", attempt, e)
-
-
-def ray_map(
-    items: list[int], fn: Callable[[int], dict[str, Any]], options: RunOptions
-) -> Iterator[dict[str, Any]]:
-    """fn over items in Ray Data, one result at a time as they finish (in any order)."""
-    import ray
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = False
-    blocks = max(1, math.ceil(len(items) / options.files_per_task))
-    ds = ray.data.from_items([{"i": i} for i in items], override_num_blocks=blocks)
-
-    def apply(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {
-            "i": batch["i"],
-            "result": np.array([_call(fn, int(i)) for i in batch["i"]], dtype=object),
-        }
-
-    ds = ds.map_batches(
-        apply, batch_size=options.files_per_task, concurrency=options.workers, num_cpus=1
-    )
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for text in batch["result"]:
-            result = json.loads(text)
-            if "taskError" in result:
-                error = result["taskError"]
-                raise (InputError if error["input"] else TaskError)(error["message"])
-            yield result
-
-
-class TaskError(Exception):
-    """An unexpected error in a Ray task, with its type and message."""
-
-
-def _call(fn: Callable[[int], dict[str, Any]], i: int) -> str:
-    """fn(i) as JSON, or the error as a result: Ray hands the driver a wrapper whose cause
-    chain (our InputError naming the file) does not survive pickling."""
-    try:
-        return json.dumps(fn(i))
-    except Exception as exc:
-        is_input = isinstance(exc, InputError)
-        message = str(exc) if is_input else f"{type(exc).__name__}: {exc}"
-        return json.dumps({"taskError": {"input": is_input, "message": message}})
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    """The user's error inside Ray's wrappers (UserCodeException -> RayTaskError -> cause):
-    our own InputError where there is one, else the innermost error that is not Ray's."""
-    found, current, seen = exc, exc, set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, InputError | ConfigConflict):
-            return current
-        if not type(current).__module__.startswith("ray"):
-            found = current
-        nxt = getattr(current, "cause", None)
-        current = nxt if isinstance(nxt, BaseException) else current.__cause__
-    return found
-
-
-def prepare(ctx: Context) -> TokenizerInfo:
+def check_inputs(ctx: Context) -> TokenizerInfo:
     """Every cheap check before the expensive work: tokenizer, sources, first records."""
     storage, strategy = ctx.spec.storage, ctx.spec.strategy
     if strategy.type == "upsample-domains" and sum(strategy.domainShares.values()) > 1:
@@ -178,7 +71,7 @@ def prepare(ctx: Context) -> TokenizerInfo:
             f"strategy.domainShares: the upsampled domains' shares sum to "
             f"{sum(strategy.domainShares.values()):.3f}, over 1; lower them"
         )
-    tokenizer = load_tokenizer(ctx.spec.tokenizer, storage)
+    tokenizer = tokenizer_info(ctx.spec.tokenizer, storage)
     for i, source in enumerate(ctx.spec.sources):
         files = list_files(i, source, storage)
         check_first_record(files[0], source, storage)
@@ -218,12 +111,12 @@ def scan(ctx: Context, scorer: Scorer, tokenizer: TokenizerInfo) -> dict[str, Do
         records += part["records"]
         corrupt += part["corrupt"]
         examples.extend(part["examples"])
-        ctx.progress.report(
-            state="running",
-            message=f"scanning: {done}/{len(units)} files",
-            documentsRead=records,
-            tokensWritten=0,
-            percent=round(30 * done / len(units), 2),
+        ctx.report.running(
+            f"scanning: {done}/{len(units)} files",
+            force=False,
+            progress=MixtureProgress(
+                documentsRead=records, percent=round(30 * done / len(units), 2)
+            ),
         )
     if corrupt > spec.maxCorruptFraction * records:
         raise InputError(
@@ -261,33 +154,51 @@ def build(ctx: Context, settings: BuildSettings) -> list[dict[str, Any]]:
     for summary in ray_map(todo, one, ctx.options) if todo else iter(()):
         summaries[summary["unit"]] = summary
         done_files = sum(len(groups[g]) for g in summaries)
-        ctx.progress.report(
-            state="running",
-            message=f"tokenizing and packing: {done_files}/{len(units)} files",
-            documentsRead=ctx.state["records"],
-            tokensWritten=sum(s["chunks"] for s in summaries.values()) * settings.sequence_length,
-            percent=round(30 + 65 * done_files / len(units), 2),
+        ctx.report.running(
+            f"tokenizing and packing: {done_files}/{len(units)} files",
+            force=False,
+            progress=MixtureProgress(
+                documentsRead=ctx.state["records"],
+                tokensWritten=sum(s["chunks"] for s in summaries.values())
+                * settings.sequence_length,
+                percent=round(30 + 65 * done_files / len(units), 2),
+            ),
         )
     return [summaries[g] for g in range(len(groups))]
 
 
-def result_of(manifest: dict[str, Any], uri: str) -> dict[str, Any]:
-    """The status result model's fields, from a manifest."""
-    return {
-        "uri": uri,
-        "tokens": manifest["tokens"],
-        "chunks": manifest["chunks"],
-        "domainShares": manifest["domainShares"]["after"],
-        "longDocumentTokenFraction": manifest["longDocumentTokenFraction"]["after"],
-    }
+def result_of(manifest: dict[str, Any], uri: str) -> MixtureResult:
+    """The job's result, from a manifest."""
+    return MixtureResult(
+        uri=uri,
+        tokens=manifest["tokens"],
+        chunks=manifest["chunks"],
+        domainShares=manifest["domainShares"]["after"],
+        longDocumentTokenFraction=manifest["longDocumentTokenFraction"]["after"],
+    )
+
+
+def succeeded(ctx: Context, manifest: dict[str, Any], message: str) -> None:
+    ctx.report.succeeded(
+        message,
+        progress=MixtureProgress(
+            documentsRead=manifest["documents"]["read"],
+            tokensWritten=manifest["tokens"],
+            percent=100,
+        ),
+        result=result_of(manifest, ctx.out),
+    )
 
 
 def run(config: MixtureJobConfig, options: RunOptions | None = None) -> dict[str, Any]:
-    """Build the mixture; returns the manifest. Raises InputError, ConfigConflict or the
-    storage error, after reporting it in progress.json."""
+    """Build the mixture; returns the manifest. Raises InputError (ConfigConflict is one) or
+    the storage error, after reporting it in progress.json."""
     spec = config.spec
     options = options or RunOptions()
-    ctx = Context(spec, options, Progress(spec.output.uri, spec.storage, options.progress_interval))
+    writer = ReportWriter(
+        spec.output.uri, spec.storage, MixtureReport(), interval=options.progress_interval
+    )
+    ctx = Context(spec, options, writer)
     try:
         return _run(ctx)
     except BaseException as exc:
@@ -304,14 +215,8 @@ def run(config: MixtureJobConfig, options: RunOptions | None = None) -> dict[str
 def _report_failure(ctx: Context, err: BaseException) -> None:
     error = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
     try:
-        ctx.progress.report(
-            force=True,
-            state="failed",
-            message=f"failed: {error}"[:300].replace("\n", " "),
-            error=error,
-            documentsRead=ctx.state.get("records", 0),
-            tokensWritten=0,
-            percent=0,
+        ctx.report.failed(
+            error, progress=MixtureProgress(documentsRead=ctx.state.get("records", 0))
         )
     except Exception:
         log.warning("could not write progress.json to %s", ctx.out)
@@ -321,31 +226,16 @@ def _run(ctx: Context) -> dict[str, Any]:
     spec, storage = ctx.spec, ctx.spec.storage
     done = check_output(spec)
     if done is not None:
-        ctx.progress.report(
-            force=True,
-            state="succeeded",
-            message="already built with this config",
-            documentsRead=done["documents"]["read"],
-            tokensWritten=done["tokens"],
-            percent=100,
-            result=result_of(done, ctx.out),
-        )
+        succeeded(ctx, done, "already built with this config")
         return done
     try:
-        ctx.progress.report(
-            force=True,
-            state="running",
-            message="checking inputs",
-            documentsRead=0,
-            tokensWritten=0,
-            percent=0,
-        )
+        ctx.report.running("checking inputs")
     except Exception as exc:
         raise InputError(
             f"output.uri {ctx.out}: cannot write there ({type(exc).__name__}: {exc}); "
             "check the bucket, storage.endpoint and the AWS credentials"
         ) from exc
-    tokenizer = prepare(ctx)
+    tokenizer = check_inputs(ctx)
     connect_ray(ctx.options)
     scorer = Scorer.from_spec(spec)
     before = scan(ctx, scorer, tokenizer)
@@ -403,14 +293,8 @@ def _commit(
         if notes["warnings"]
         else ""
     )
-    ctx.progress.report(
-        force=True,
-        state="succeeded",
-        message=f"wrote {manifest['chunks']} chunks of {spec.sequenceLength} tokens{warned}",
-        documentsRead=ctx.state["records"],
-        tokensWritten=manifest["tokens"],
-        percent=100,
-        result=result_of(manifest, ctx.out),
+    succeeded(
+        ctx, manifest, f"wrote {manifest['chunks']} chunks of {spec.sequenceLength} tokens{warned}"
     )
     _clean(ctx)
     return manifest

@@ -7,14 +7,14 @@ import io
 import json
 from typing import Any
 
-from longreach.jobs.mixture.plan import (
+from longreach.contract.datamixture import DataMixtureSpec
+from longreach.jobs.mixture.selection import (
     BIN_LABELS,
     DomainPlan,
     DomainStats,
     long_fraction,
     shares_of,
 )
-from longreach.operator.datamixture.spec import DataMixtureSpec
 
 FORMAT_VERSION = 1
 

@@ -10,18 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from longreach.contract.common import StorageSpec
+from longreach.contract.datamixture import DataMixtureSpec
+from longreach.contract.errors import InputError
+from longreach.contract.storage import filesystem, join, read_json_if_exists, write_bytes
 from longreach.jobs.mixture.manifest import config_hash
 from longreach.jobs.mixture.pack import Chunk, Packer, parquet_bytes, shard_entry
 from longreach.jobs.mixture.units import read_carry, unit_name
-from longreach.jobs.storage import filesystem, join, read_json_if_exists, write_bytes
-from longreach.operator.common import StorageSpec
-from longreach.operator.datamixture.spec import DataMixtureSpec
 
 SHARD_BYTES = 256 << 20
 FIX = "point output.uri somewhere new, or delete the old output to rebuild it"
 
 
-class ConfigConflict(Exception):
+class ConfigConflict(InputError):
     """The output location holds a mixture of another config."""
 
 

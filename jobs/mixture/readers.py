@@ -12,16 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from longreach.jobs.storage import filesystem
-from longreach.operator.common import StorageSpec
-from longreach.operator.datamixture.spec import SourceSpec
+from longreach.contract.common import StorageSpec
+from longreach.contract.datamixture import SourceSpec
+from longreach.contract.errors import InputError
+from longreach.contract.storage import filesystem
 
 SUFFIXES = (".jsonl.zst", ".jsonl", ".parquet", ".json.zst")
 GLOB_CHARS = "*?["
-
-
-class InputError(Exception):
-    """Bad input, with a message naming the file, line or field and the fix."""
 
 
 @dataclass(frozen=True)

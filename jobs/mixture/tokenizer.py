@@ -7,10 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from longreach.jobs.mixture.readers import InputError
-from longreach.jobs.storage import filesystem, join
-from longreach.operator.common import StorageSpec
-from longreach.operator.datamixture.spec import TokenizerSpec
+from longreach.contract.common import StorageSpec
+from longreach.contract.datamixture import TokenizerSpec
+from longreach.contract.errors import InputError
+from longreach.contract.storage import filesystem, join
 
 BOS_NAMES = ("<s>", "<|begin_of_text|>", "<bos>", "[CLS]", "<|endoftext|>")
 _LOADED: dict[str, Any] = {}
@@ -80,7 +80,7 @@ def _token_name(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def load_tokenizer(spec: TokenizerSpec, storage: StorageSpec | None) -> TokenizerInfo:
+def tokenizer_info(spec: TokenizerSpec, storage: StorageSpec | None) -> TokenizerInfo:
     """Read and check the tokenizer; InputError naming the URI and the fix when it cannot load
     or lacks the BOS/EOS token the spec asks for."""
     uri = spec.uri

@@ -16,6 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from longreach.contract.common import StorageSpec
+from longreach.contract.datamixture import SourceSpec
+from longreach.contract.errors import InputError
+from longreach.contract.storage import join, write_bytes, write_json
 from longreach.jobs.mixture.pack import (
     Chunk,
     Packer,
@@ -24,12 +28,9 @@ from longreach.jobs.mixture.pack import (
     parquet_bytes,
     shard_entry,
 )
-from longreach.jobs.mixture.plan import DomainPlan, DomainStats, Scorer
-from longreach.jobs.mixture.readers import FileUnit, InputError, documents
+from longreach.jobs.mixture.readers import FileUnit, documents
+from longreach.jobs.mixture.selection import DomainPlan, DomainStats, Scorer
 from longreach.jobs.mixture.tokenizer import TokenizerInfo
-from longreach.jobs.storage import join, write_bytes, write_json
-from longreach.operator.common import StorageSpec
-from longreach.operator.datamixture.spec import SourceSpec
 
 MAX_EXAMPLES = 5
 # Text per domain and file tokenized in pass 1 to calibrate the length estimate: bounded
@@ -240,7 +241,7 @@ def carry_bytes(pieces: list[tuple[str, str, np.ndarray]]) -> bytes:
 def read_carry(uri: str, storage: StorageSpec | None) -> list[tuple[str, str, np.ndarray]]:
     import pyarrow.parquet as pq
 
-    from longreach.jobs.storage import filesystem
+    from longreach.contract.storage import filesystem
 
     fs, path = filesystem(uri, storage)
     with fs.open(path, "rb") as f:

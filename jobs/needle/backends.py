@@ -15,10 +15,11 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Protocol
 
+from longreach.contract.errors import InputError
 from longreach.jobs.needle.grid import Cell
 
 
-class BackendError(RuntimeError):
+class BackendError(InputError):
     """The requested backend cannot run here; the message says why and what to use."""
 
 

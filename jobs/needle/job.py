@@ -25,35 +25,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from longreach.jobs import storage
+from longreach.contract import storage
+from longreach.contract.common import StorageSpec
+from longreach.contract.errors import InputError
+from longreach.contract.needleeval import (
+    EvalProgress,
+    EvalResult,
+    NeedleEvalSpec,
+    NeedleJobConfig,
+    NeedleReport,
+)
+from longreach.contract.report import ReportWriter
+from longreach.jobs.fetch import fetch_model
 from longreach.jobs.needle.backends import Backend, open_backend
 from longreach.jobs.needle.grid import Cell, ContextBuilder, cell_key
 from longreach.jobs.needle.haystack import load_haystack
 from longreach.jobs.needle.heatmap import heatmap_png
 from longreach.jobs.needle.scoring import paper_score, score_cell, summarize
-from longreach.operator.common import StorageSpec
-from longreach.operator.needleeval.spec import NeedleEvalSpec, NeedleJobConfig
-
-
-class ModelError(RuntimeError):
-    """The model folder cannot be found or read; the message names the URI and the fix."""
-
-
-def fetch_model(uri: str, storage_spec: StorageSpec, workdir: Path) -> str:
-    """A local folder (or hub id) for `uri`: remote folders are copied into `workdir`."""
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    if "://" not in uri:
-        return uri  # a local folder, or a hub id that transformers resolves itself
-    fs, path = storage.filesystem(uri, storage_spec)
-    if not fs.exists(path.rstrip("/") + "/config.json"):
-        raise ModelError(
-            f"modelUri: no config.json under {uri}; point the NeedleEval at a Hugging Face model "
-            "folder (a ContextExtension's final/, or a folder written by save_pretrained)"
-        )
-    local = workdir / "model"
-    fs.get(path.rstrip("/") + "/", str(local) + "/", recursive=True)
-    return str(local)
 
 
 def load_tokenizer_and_limit(model_dir: str) -> tuple[Any, int | None]:
@@ -64,7 +52,7 @@ def load_tokenizer_and_limit(model_dir: str) -> tuple[Any, int | None]:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as e:
-        raise ModelError(
+        raise InputError(
             f"modelUri: cannot load the tokenizer and config from {model_dir} ({e}); the folder "
             "must hold config.json and the tokenizer files (save_pretrained of both)"
         ) from e
@@ -140,38 +128,30 @@ def run(config: NeedleJobConfig, backend: Backend | None = None) -> dict[str, An
     `backend` replaces the spec's backend (tests pass their own); None opens spec.backend.
     """
     spec = config.spec
-    out, st = spec.output.uri, spec.storage
-    progress = Progress(out, st)
-    progress.report(state="running", message="reading the haystack and the model's tokenizer")
+    writer = ReportWriter(spec.output.uri, spec.storage, NeedleReport(), interval=2.0)
+    writer.running("reading the haystack and the model's tokenizer")
     try:
-        with tempfile.TemporaryDirectory(prefix="needle-") as tmp:
-            return _evaluate(config, backend, progress, Path(tmp))
+        return _evaluate(config, backend, writer)
     except Exception as e:
-        progress.report(
-            state="failed", message=f"NeedleEval failed: {e}", error=f"{type(e).__name__}: {e}"
-        )
+        writer.failed(str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}")
         raise
 
 
-class Progress(storage.Progress):
-    """progress.json with the status progress fields (cellsDone, cells, percent) kept between calls."""
-
-    def __init__(self, output_uri: str, storage_spec: StorageSpec):
-        super().__init__(output_uri, storage_spec, interval=2.0)
-        self.fields: dict[str, Any] = {"cellsDone": 0, "cells": 0, "percent": 0.0}
-
-    def report(self, force: bool = True, **fields: Any) -> None:  # type: ignore[override]
-        self.fields.update(fields)
-        super().report(force=force, **self.fields)
+def model_folder(config: NeedleJobConfig) -> str:
+    """A local folder (or the hub id of spec.model.name) for the model under evaluation."""
+    if config.spec.model.name is not None and config.modelUri == config.spec.model.name:
+        return config.modelUri  # a hub id: transformers resolves it where the hub is reachable
+    cache = Path(tempfile.gettempdir()) / f"longreach-needle-{config.namespace}-{config.name}"
+    return fetch_model(config.modelUri, config.spec.storage, cache, field="modelUri")
 
 
 def _evaluate(
-    config: NeedleJobConfig, backend: Backend | None, progress: Progress, tmp: Path
+    config: NeedleJobConfig, backend: Backend | None, writer: ReportWriter[NeedleReport]
 ) -> dict[str, Any]:
     spec = config.spec
     out, st = spec.output.uri, spec.storage
     haystack = load_haystack(spec.haystack.uri, st)
-    model_dir = fetch_model(config.modelUri, st, tmp)
+    model_dir = model_folder(config)
     tokenizer, limit = load_tokenizer_and_limit(model_dir)
     lengths, depths = (
         sorted(_unique(spec.lengths.resolve())),
@@ -187,11 +167,11 @@ def _evaluate(
     todo = [(n, d) for n in lengths for d in depths if cell_key(n, d) not in done]
     skipped = total - len(todo)
     print(f"needle: {total} cells, {skipped} already done, {len(todo)} to run", flush=True)
-    progress.report(
-        cells=total,
-        cellsDone=skipped,
-        percent=round(100 * skipped / total, 1),
-        message=f"evaluating {total} cells ({skipped} done before)",
+    writer.running(
+        f"evaluating {total} cells ({skipped} done before)",
+        progress=EvalProgress(
+            cells=total, cellsDone=skipped, percent=round(100 * skipped / total, 1)
+        ),
     )
     if todo and backend is None:
         # the longest prompt plus the answer; a little slack for RULER questions of other keys
@@ -211,14 +191,15 @@ def _evaluate(
                 done[cell.key] = cell_row(cell, response, spec.task, print_)
             _write_cells(cells_uri, st, done)
             finished = sum(cell_key(m, d) in done for m in lengths for d in depths)
-            progress.report(
-                cellsDone=finished,
-                percent=round(100 * finished / total, 1),
-                message=f"length {n}: {finished}/{total} cells",
+            writer.running(
+                f"length {n}: {finished}/{total} cells",
+                progress=EvalProgress(
+                    cells=total, cellsDone=finished, percent=round(100 * finished / total, 1)
+                ),
             )
     rows = [done[cell_key(n, d)] for n in lengths for d in depths]
     summary = _summary(config, rows, haystack, builder, limit, backend, time.time() - started)
-    _commit(config, rows, summary, progress)
+    _commit(config, rows, summary, writer)
     return {"generated": len(todo), "skipped": skipped, "summary": summary}
 
 
@@ -299,7 +280,10 @@ def _model_title(config: NeedleJobConfig) -> str:
 
 
 def _commit(
-    config: NeedleJobConfig, rows: list[dict[str, Any]], summary: dict[str, Any], progress: Progress
+    config: NeedleJobConfig,
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    writer: ReportWriter[NeedleReport],
 ) -> None:
     """heatmap.png, then results.json (the success marker), then the final progress."""
     spec = config.spec
@@ -317,9 +301,9 @@ def _commit(
     results = {**summary, "cells": cells, "spec": spec.wire()}
     storage.write_json(storage.join(out, "results.json"), results, st)
     note = summary["extrapolation"]["note"]
-    progress.report(
-        state="succeeded",
-        message=f"score {summary['score']:.1f}, paper-compatible {summary['paperScore']:.1f}"
+    writer.succeeded(
+        f"score {summary['score']:.1f}, paper-compatible {summary['paperScore']:.1f}"
         + (f"; {note}" if note else ""),
-        result={"score": summary["score"], "paperScore": summary["paperScore"], "uri": out},
+        progress=writer.report.progress.model_copy(update={"percent": 100.0}),
+        result=EvalResult(score=summary["score"], paperScore=summary["paperScore"], uri=out),
     )

@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from longreach.jobs import storage
+from longreach.contract import storage
+from longreach.contract.common import StorageSpec
 from longreach.jobs.train.model import upload_folder
-from longreach.operator.common import StorageSpec
 
 MARKER = "complete.json"
 

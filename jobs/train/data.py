@@ -14,9 +14,10 @@ import bisect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from longreach.jobs import storage
-from longreach.jobs.train.settings import Batch, ConfigError
-from longreach.operator.common import StorageSpec
+from longreach.contract import storage
+from longreach.contract.common import StorageSpec
+from longreach.contract.errors import InputError
+from longreach.jobs.train.derive import Batch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,13 +45,13 @@ def open_mixture(uri: str, store: StorageSpec | None) -> Mixture:
     means the shards are complete."""
     manifest = storage.read_json_if_exists(storage.join(uri, "manifest.json"), store)
     if manifest is None:
-        raise ConfigError(
+        raise InputError(
             f"data: no manifest.json under {uri}; point data.uri at a DataMixture output "
             "(or wait until the DataMixture has succeeded)"
         )
     length = manifest.get("sequenceLength")
     if not isinstance(length, int) or length < 2:
-        raise ConfigError(f"data: {uri}/manifest.json has no integer sequenceLength")
+        raise InputError(f"data: {uri}/manifest.json has no integer sequenceLength")
     return Mixture(
         uri,
         length,
@@ -68,7 +69,7 @@ def _shards(uri: str, split: str, manifest: dict, store: StorageSpec | None) -> 
         try:
             return tuple(Shard(storage.join(uri, e["path"]), int(e["rows"])) for e in listed[split])
         except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(
+            raise InputError(
                 f"data: {uri}/manifest.json has a malformed shards.{split} list: {e}"
             ) from e
     return _listed_shards(uri, split, store)
@@ -180,7 +181,7 @@ def load_tokens(
         column = pq.read_table(f, columns=["input_ids"]).column("input_ids").combine_chunks()
     lengths = pc.list_value_length(column)
     if column.null_count or pc.min(lengths).as_py() != length or pc.max(lengths).as_py() != length:
-        raise ConfigError(
+        raise InputError(
             f"data: {shard.uri} has input_ids rows that are not {length} tokens long "
             "(the manifest's sequenceLength); rebuild the DataMixture"
         )
@@ -191,7 +192,7 @@ def load_tokens(
 
 def check_vocabulary(tokens: np.ndarray, vocab_size: int, where: str) -> None:
     if tokens.size and (int(tokens.max()) >= vocab_size or int(tokens.min()) < 0):
-        raise ConfigError(
+        raise InputError(
             f"model: the tokenizer/embedding has {vocab_size} ids but {where} holds token id "
             f"{int(tokens.max())}; train on a DataMixture made with this model's tokenizer"
         )

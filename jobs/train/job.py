@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 
-from longreach.jobs import storage
-from longreach.jobs.train import checkpoint
-from longreach.jobs.train.dist import Rendezvous
-from longreach.jobs.train.prepare import prepare
-from longreach.jobs.train.report import Reporter
-from longreach.operator.contextextension.spec import (
+from longreach.contract import storage
+from longreach.contract.contextextension import (
     CheckpointRef,
     TrainJobConfig,
     TrainProgress,
     TrainResult,
 )
+from longreach.jobs.train import checkpoint
+from longreach.jobs.train.dist import Rendezvous
+from longreach.jobs.train.prepare import prepare
+from longreach.jobs.train.report import Reporter
 
 
 def run_job(config: TrainJobConfig, rdzv: Rendezvous, reporter: Reporter) -> None:
@@ -27,16 +27,16 @@ def run_job(config: TrainJobConfig, rdzv: Rendezvous, reporter: Reporter) -> Non
     done = storage.read_json_if_exists(storage.join(final, "longreach.json"), spec.storage)
     if done is not None:
         # A restart after success (e.g. the pod died after writing the marker): nothing to redo.
-        reporter.state = TrainProgress(step=done["step"], totalSteps=done["step"], tokensSeen=done["tokensSeen"], loss=done["loss"], percent=100)  # fmt: skip
         steps = checkpoint.complete_steps(spec.output.uri, spec.storage)
         if steps:
             last = steps[-1]
-            reporter.checkpoint = CheckpointRef(
-                step=last, uri=checkpoint.uri(spec.output.uri, last)
+            reporter.checkpointed(
+                CheckpointRef(step=last, uri=checkpoint.uri(spec.output.uri, last))
             )
         reporter.succeeded(
-            TrainResult(uri=final, loss=done["loss"], validationLoss=done["validationLoss"])
-        )
+            TrainResult(uri=final, loss=done["loss"], validationLoss=done["validationLoss"]),
+            TrainProgress(step=done["step"], totalSteps=done["step"], tokensSeen=done["tokensSeen"], loss=done["loss"], percent=100),
+        )  # fmt: skip
         return
     reporter.running("checking the model, the data and the settings")
     prepared = prepare(config)

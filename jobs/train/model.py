@@ -1,53 +1,22 @@
-"""The base model: fetched to a node-local cache, RoPE changed through its transformers config,
+"""The base model (fetched by jobs/fetch.py): RoPE changed through its transformers config,
 loaded with the best attention available, and written back out as final/."""
 
 from __future__ import annotations
 
-import fcntl
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from longreach.jobs import storage
-from longreach.jobs.train.settings import ConfigError
-from longreach.operator.common import StorageSpec
-from longreach.operator.contextextension.spec import ContextExtensionSpec, RopeSpec
+from longreach.contract import storage
+from longreach.contract.common import StorageSpec
+from longreach.contract.contextextension import ContextExtensionSpec, RopeSpec
+from longreach.contract.errors import InputError
 
 if TYPE_CHECKING:
     import torch
 
 # Meta's Llama 3.1 values, used when rope.parameters leaves them out (transformers requires them).
 _LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0}
-
-
-def fetch_model(spec: ContextExtensionSpec, cache: Path) -> str:
-    """A local folder (or hub id) from which transformers can load the base model.
-
-    Remote folders are copied once per node: the first process takes a file lock and copies,
-    the others wait on the lock and find the copy complete (a marker is written last)."""
-    source = spec.model
-    if source.name is not None:
-        return source.name
-    uri = str(source.uri)
-    fs, path = storage.filesystem(uri, spec.storage)
-    if not fs.exists(f"{path.rstrip('/')}/config.json"):
-        raise ConfigError(
-            f"model.uri: {uri} has no config.json; point it at a Hugging Face model folder "
-            "(config.json, weights, tokenizer)"
-        )
-    if "file" in fs.protocol or fs.protocol == "local":
-        return path
-    target = cache / "model"
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "model.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        marker = target / ".complete"
-        if not marker.exists() or marker.read_text() != uri:
-            shutil.rmtree(target, ignore_errors=True)
-            fs.get(path.rstrip("/") + "/", str(target) + "/", recursive=True)
-            marker.write_text(uri)
-    return str(target)
 
 
 def read_config(model_path: str) -> Any:
@@ -57,7 +26,7 @@ def read_config(model_path: str) -> Any:
     try:
         return AutoConfig.from_pretrained(model_path)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"model: cannot read config.json of {model_path}: {e}") from e
+        raise InputError(f"model: cannot read config.json of {model_path}: {e}") from e
 
 
 def rope_parameters(rope: RopeSpec, current: dict[str, Any], max_positions: int) -> dict[str, Any]:
@@ -95,7 +64,7 @@ def apply_rope(config: Any, spec: ContextExtensionSpec) -> dict[str, Any]:
         try:
             validate()
         except (KeyError, ValueError, TypeError) as e:
-            raise ConfigError(f"rope: transformers rejects {params}: {e}") from e
+            raise InputError(f"rope: transformers rejects {params}: {e}") from e
     return {"ropeParameters": params, "maxPositionEmbeddings": config.max_position_embeddings}
 
 
@@ -137,7 +106,7 @@ def load_model(
     return model.train()
 
 
-def load_tokenizer(model_path: str, spec: ContextExtensionSpec, manifest: dict[str, Any]) -> Any:
+def model_tokenizer(model_path: str, spec: ContextExtensionSpec, manifest: dict[str, Any]) -> Any:
     """The model folder's tokenizer, else the mixture's (the manifest names it)."""
     from transformers import AutoTokenizer
 
@@ -154,7 +123,7 @@ def load_tokenizer(model_path: str, spec: ContextExtensionSpec, manifest: dict[s
             fs.get(path.rstrip("/") + "/", str(local) + "/", recursive=True)
             path = str(local)
         return AutoTokenizer.from_pretrained(path)
-    raise ConfigError(
+    raise InputError(
         f"model: no tokenizer in {spec.model.uri or spec.model.name} and none named by the "
         "mixture's manifest; save the tokenizer into the model folder"
     )

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longreach.contract.contextextension import TrainJobConfig
+from longreach.contract.errors import InputError
+from longreach.jobs.fetch import fetch_model
 from longreach.jobs.train.data import Mixture, Reader, SampleIndex, open_mixture
-from longreach.jobs.train.model import apply_rope, fetch_model, load_tokenizer, read_config
-from longreach.jobs.train.settings import Batch, ConfigError, derive_batch
-from longreach.operator.contextextension.spec import TrainJobConfig
+from longreach.jobs.train.derive import Batch, derive_batch
+from longreach.jobs.train.model import apply_rope, model_tokenizer, read_config
 
 
 @dataclass
@@ -40,18 +42,20 @@ def prepare(config: TrainJobConfig) -> Prepared:
     batch = derive_batch(spec)
     mixture = open_mixture(config.dataUri, spec.storage)
     staging = staging_dir(config)
-    model_path = fetch_model(spec, staging)
+    model_path = spec.model.name or fetch_model(
+        str(spec.model.uri), spec.storage, staging, field="model.uri"
+    )
     hf_config = read_config(model_path)
     check_sequence_parallel(hf_config, batch.sequenceParallel)
-    tokenizer = load_tokenizer(model_path, spec, mixture.manifest)
+    tokenizer = model_tokenizer(model_path, spec, mixture.manifest)
     vocab = min(len(tokenizer), int(hf_config.get_text_config().vocab_size))
     if not mixture.train:
-        raise ConfigError(f"data: {config.dataUri} has no train/part-*.parquet shards")
+        raise InputError(f"data: {config.dataUri} has no train/part-*.parquet shards")
     index = SampleIndex(
         mixture.train, mixture.sequenceLength, spec.sequenceLength, spec.training.seed
     )
     if index.total < batch.sequencesPerStep:
-        raise ConfigError(
+        raise InputError(
             f"data: the mixture at {config.dataUri} holds {index.total} training sequences of "
             f"{spec.sequenceLength} tokens, fewer than one step ({batch.sequencesPerStep} "
             "sequences); use a larger DataMixture or lower training.batchTokens"
@@ -88,7 +92,7 @@ def check_sequence_parallel(hf_config: Any, sp: int) -> None:
     heads = int(text.num_attention_heads)
     kv = int(getattr(text, "num_key_value_heads", None) or heads)
     if heads % sp or (kv % sp and sp % kv):
-        raise ConfigError(
+        raise InputError(
             f"deepspeed.sequenceParallel: {sp} must divide the model's {heads} attention heads, and "
             f"its {kv} key-value heads must divide or be divisible by it; pick a divisor of {heads}"
         )

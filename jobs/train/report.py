@@ -1,5 +1,6 @@
-"""What the operator and people see: `progress.json` (copied into the resource's status) and
-`metrics.jsonl` (one line per optimizer step). Only rank 0 writes; other ranks get a no-op."""
+"""What the operator and people see: `progress.json` (the kind's TrainReport, copied into the
+resource's status) and `metrics.jsonl` (one line per optimizer step). Only rank 0 writes;
+other ranks keep the same state and write nothing."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ import json
 import time
 from typing import Any
 
-from longreach.jobs import storage
-from longreach.operator.common import StorageSpec
-from longreach.operator.contextextension.spec import CheckpointRef, TrainProgress, TrainResult
+from longreach.contract import storage
+from longreach.contract.common import StorageSpec
+from longreach.contract.contextextension import (
+    CheckpointRef,
+    TrainProgress,
+    TrainReport,
+    TrainResult,
+)
+from longreach.contract.report import ReportWriter
 
 
 class Reporter:
@@ -19,36 +26,27 @@ class Reporter:
         self.output = output
         self.store = store
         self.enabled = enabled
-        self.progress = storage.Progress(output, store, interval=interval)
-        self.state = TrainProgress()
-        self.checkpoint = CheckpointRef()
+        self.writer = ReportWriter(output, store, TrainReport(), interval=interval, enabled=enabled)
         self.metrics: list[dict[str, Any]] = []
         self._flushed = 0.0
 
-    def running(self, message: str, force: bool = True) -> None:
-        self._write("running", message, force=force)
+    @property
+    def progress(self) -> TrainProgress:
+        return self.writer.report.progress
+
+    def running(self, message: str) -> None:
+        self.writer.running(message)
 
     def failed(self, error: str) -> None:
-        self._write(
-            "failed", error.splitlines()[0][:300] if error else "failed", force=True, error=error
-        )
+        self.writer.failed(error)
 
-    def succeeded(self, result: TrainResult) -> None:
-        self._write(
-            "succeeded", f"trained {self.state.step} steps", force=True, result=result.wire()
-        )
+    def succeeded(self, result: TrainResult, progress: TrainProgress | None = None) -> None:
+        done = progress or self.progress.model_copy(update={"percent": 100.0})
+        self.writer.succeeded(f"trained {done.step} steps", progress=done, result=result)
 
-    def _write(self, state: str, message: str, *, force: bool, **extra: Any) -> None:
-        if not self.enabled:
-            return
-        self.progress.report(
-            force=force,
-            state=state,
-            message=message,
-            **self.state.wire(),
-            lastCheckpoint=self.checkpoint.wire(),
-            **extra,
-        )
+    def checkpointed(self, checkpoint: CheckpointRef) -> None:
+        """A checkpoint is complete: every later report names it."""
+        self.writer.update(lastCheckpoint=checkpoint)
 
     def resume_metrics(self, step: int) -> None:
         """Keep the metric lines up to a resumed step; later ones are about to be redone."""
@@ -62,16 +60,12 @@ class Reporter:
 
     def step(self, metrics: dict[str, Any], progress: TrainProgress) -> None:
         """Record one optimizer step; progress.json and metrics.jsonl are rewritten at the
-        reporter's interval (S3 has no append), and always at checkpoints and the end."""
-        if not self.enabled:
-            return
+        writer's interval (S3 has no append), and always at checkpoints and the end."""
         self.metrics.append(metrics)
-        self.state = progress
-        if time.time() - self._flushed >= self.progress.interval:
+        if self.enabled and time.time() - self._flushed >= self.writer.interval:
             self.flush_metrics()
-        self.running(
-            f"step {progress.step}/{progress.totalSteps}, loss {progress.loss:.4f}", force=False
-        )
+        message = f"step {progress.step}/{progress.totalSteps}, loss {progress.loss:.4f}"
+        self.writer.running(message, force=False, progress=progress)
 
     def flush_metrics(self) -> None:
         if not self.enabled:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from longreach.jobs import storage
-from longreach.operator.common import StorageSpec
+from longreach.contract import storage
+from longreach.contract.common import StorageSpec
 
 FIRST_ID = 4  # after <unk>, <s>, </s>, <pad>
 

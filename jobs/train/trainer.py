@@ -8,7 +8,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from longreach.jobs import storage
+from longreach.contract import storage
+from longreach.contract.contextextension import CheckpointRef, TrainProgress, TrainResult
 from longreach.jobs.train import checkpoint
 from longreach.jobs.train.compute import (
     flops_per_token,
@@ -18,13 +19,12 @@ from longreach.jobs.train.compute import (
     token_losses,
 )
 from longreach.jobs.train.data import micro_batches
+from longreach.jobs.train.derive import deepspeed_config, lr_at, sequence_parallel_grad_scale
 from longreach.jobs.train.dist import Rendezvous, all_sum, barrier, broadcast
 from longreach.jobs.train.evaluate import loss_by_position
 from longreach.jobs.train.model import attention_implementation, load_model, upload_folder
 from longreach.jobs.train.prepare import Prepared
 from longreach.jobs.train.report import Reporter
-from longreach.jobs.train.settings import deepspeed_config, lr_at, sequence_parallel_grad_scale
-from longreach.operator.contextextension.spec import CheckpointRef, TrainProgress, TrainResult
 
 
 @dataclass
@@ -131,7 +131,7 @@ def resume(run: Run) -> State:
 
         shutil.rmtree(run.prepared.staging / checkpoint.name(step), ignore_errors=True)
     state = State(**client["longreach"])
-    run.reporter.checkpoint = CheckpointRef(step=step, uri=checkpoint.uri(output, step))
+    run.reporter.checkpointed(CheckpointRef(step=step, uri=checkpoint.uri(output, step)))
     run.reporter.resume_metrics(state.step)
     run.reporter.running(f"resumed from checkpoint step {step}")
     print(f"longreach: resumed from step {step} (data position {state.dataPosition})", flush=True)
@@ -155,8 +155,8 @@ def save_checkpoint(run: Run, state: State) -> None:
     if run.rdzv.isMain:
         checkpoint.commit(output, state.step, asdict(state), store)
         checkpoint.prune(output, cfg.spec.checkpoint.keep, store)
-        run.reporter.checkpoint = CheckpointRef(
-            step=state.step, uri=checkpoint.uri(output, state.step)
+        run.reporter.checkpointed(
+            CheckpointRef(step=state.step, uri=checkpoint.uri(output, state.step))
         )
         run.reporter.flush_metrics()
         run.reporter.running(f"checkpoint at step {state.step}")

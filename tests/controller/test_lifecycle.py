@@ -10,10 +10,18 @@ from typing import Any
 
 import pytest
 
+from longreach.contract.datamixture import MixtureProgress, MixtureReport, MixtureResult
+
 from .conftest import Operator, get, wait_for
 from .test_children import apply
 
 pytestmark = pytest.mark.integration
+
+
+def report(out: Path, what: MixtureReport) -> None:
+    """Play the mixture job: its progress.json, through the kind's model."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "progress.json").write_text(what.model_dump_json())
 
 
 def patch_status(cp: Any, kind: str, name: str, ns: str, status: dict[str, Any]) -> None:
@@ -60,16 +68,12 @@ def test_rayjob_lifecycle_drives_phase_conditions_events_and_columns(
         cp, "rayjob", "mix", namespace, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
     )
     out.mkdir()
-    (out / "progress.json").write_text(
-        json.dumps(
-            {
-                "state": "running",
-                "message": "tokenizing",
-                "documentsRead": 1200,
-                "tokensWritten": 1_640_000,
-                "percent": 41.0,
-            }
-        )
+    report(
+        out,
+        MixtureReport(
+            message="tokenizing",
+            progress=MixtureProgress(documentsRead=1200, tokensWritten=1_640_000, percent=41.0),
+        ),
     )
     wait_for(
         "Running at 41%",
@@ -84,20 +88,20 @@ def test_rayjob_lifecycle_drives_phase_conditions_events_and_columns(
     assert status["progress"]["documentsRead"] == 1200
 
     # The RayJob succeeds, but the manifest (the commit marker) is not there yet: not Succeeded.
-    (out / "progress.json").write_text(
-        json.dumps(
-            {
-                "state": "succeeded",
-                "message": "done",
-                "percent": 100.0,
-                "result": {
-                    "tokens": 4_000_000,
-                    "chunks": 976,
-                    "domainShares": {"RedPajamaBook": 0.04},
-                    "longDocumentTokenFraction": 0.77,
-                },
-            }
-        )
+    report(
+        out,
+        MixtureReport(
+            state="succeeded",
+            message="done",
+            progress=MixtureProgress(percent=100.0),
+            result=MixtureResult(
+                uri=str(out),
+                tokens=4_000_000,
+                chunks=976,
+                domainShares={"RedPajamaBook": 0.04},
+                longDocumentTokenFraction=0.77,
+            ),
+        ),
     )
     (out / "manifest.json").write_text("{}")
     patch_status(
@@ -264,7 +268,7 @@ def test_waits_for_dependency_then_starts_by_itself(
     apply(cp, namespace, mixture("mix", out))
     wait_for("RayJob", lambda: get(cp, "rayjob", "mix", namespace), op=operator)
     out.mkdir()
-    (out / "progress.json").write_text(json.dumps({"state": "running", "percent": 41.0}))
+    report(out, MixtureReport(progress=MixtureProgress(percent=41.0)))
     patch_status(
         cp, "rayjob", "mix", namespace, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
     )
@@ -307,7 +311,7 @@ def test_operator_restart_neither_duplicates_nor_loses(
     apply(cp, namespace, mixture("mix", out))
     wait_for("RayJob", lambda: get(cp, "rayjob", "mix", namespace), op=operator)
     out.mkdir()
-    (out / "progress.json").write_text(json.dumps({"state": "running", "percent": 10.0}))
+    report(out, MixtureReport(progress=MixtureProgress(percent=10.0)))
     patch_status(
         cp, "rayjob", "mix", namespace, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
     )
@@ -315,7 +319,7 @@ def test_operator_restart_neither_duplicates_nor_loses(
     uid = get(cp, "rayjob", "mix", namespace)["metadata"]["uid"]
 
     operator.stop(crash=True)
-    (out / "progress.json").write_text(json.dumps({"state": "running", "percent": 55.0}))
+    report(out, MixtureReport(progress=MixtureProgress(percent=55.0)))
     operator.start()
     wait_for(
         "progress after restart",

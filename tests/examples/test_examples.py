@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from longreach.operator.common import API_VERSION
-from longreach.operator.contextextension.spec import ContextExtensionSpec
-from longreach.operator.datamixture.spec import SLIMPAJAMA_SHARES, DataMixtureSpec
-from longreach.operator.needleeval.spec import NeedleEvalSpec
+from longreach.contract.common import API_VERSION
+from longreach.contract.contextextension import ContextExtensionSpec
+from longreach.contract.datamixture import SLIMPAJAMA_SHARES, DataMixtureSpec
+from longreach.contract.needleeval import NeedleEvalSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 FILES = sorted(EXAMPLES.glob("*.yaml"))

@@ -20,7 +20,7 @@ def ray_local(s3_endpoint: str) -> Iterator[str]:
     Started after the S3 server so that its workers inherit the AWS_* variables."""
     import ray
 
-    from longreach.jobs.mixture.job import RunOptions, connect_ray
+    from longreach.jobs.mixture.raymap import RunOptions, connect_ray
 
     os.environ["PYTHONSAFEPATH"] = "1"
     connect_ray(RunOptions(num_cpus=2))
@@ -44,7 +44,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def mixture_config(source: str, tokenizer: str, output: str, **spec: Any) -> Any:
     """A MixtureJobConfig for the tiny corpora; keyword arguments override spec fields."""
-    from longreach.operator.datamixture.spec import MixtureJobConfig
+    from longreach.contract.datamixture import MixtureJobConfig
 
     strategy = {
         "shortDocumentTokens": SHORT,

@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from longreach.jobs.mixture import plan as P
-from longreach.jobs.mixture.corpus import MEDIAN_TOKENS, SIGMA, document_tokens, generate_lines
-from longreach.jobs.mixture.pack import Packer, chunks_table, cut_pieces, document_ids
-from longreach.jobs.mixture.readers import InputError, check_first_record, documents, list_files
-from longreach.jobs.mixture.tokenizer import load_tokenizer
-from longreach.operator.datamixture.spec import (
+from longreach.contract.datamixture import (
     SLIMPAJAMA_SHARES,
     DataMixtureSpec,
     SourceSpec,
     TokenizerSpec,
 )
+from longreach.contract.errors import InputError
+from longreach.jobs.mixture import selection as P
+from longreach.jobs.mixture.corpus import MEDIAN_TOKENS, SIGMA, document_tokens, generate_lines
+from longreach.jobs.mixture.pack import Packer, chunks_table, cut_pieces, document_ids
+from longreach.jobs.mixture.readers import check_first_record, documents, list_files
+from longreach.jobs.mixture.tokenizer import tokenizer_info
 
 pytestmark = pytest.mark.unit
 
@@ -318,20 +319,20 @@ def test_bad_sources_name_the_file_and_field(tmp_path: Path) -> None:
 def test_tokenizer_loads_from_folder_or_file_and_fails_clearly(
     tokenizer_dir: Path, tmp_path: Path
 ) -> None:
-    info = load_tokenizer(TokenizerSpec(uri=str(tokenizer_dir)), None)
+    info = tokenizer_info(TokenizerSpec(uri=str(tokenizer_dir)), None)
     assert (
         info.bos_token == "<s>" and info.document_bos == info.bos_id and info.document_eos is None
     )
     assert info.load().encode("hello", add_special_tokens=False).ids
-    by_file = load_tokenizer(
+    by_file = tokenizer_info(
         TokenizerSpec(uri=str(tokenizer_dir / "tokenizer.json"), addEos=True), None
     )
     assert by_file.document_eos == by_file.eos_id is not None
     with pytest.raises(InputError, match=r"no tokenizer\.json there"):
-        load_tokenizer(TokenizerSpec(uri=str(tmp_path)), None)
+        tokenizer_info(TokenizerSpec(uri=str(tmp_path)), None)
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(InputError, match="cannot load the tokenizer"):
-        load_tokenizer(TokenizerSpec(uri=str(tmp_path)), None)
+        tokenizer_info(TokenizerSpec(uri=str(tmp_path)), None)
 
 
 def test_corpus_cli_writes_the_slimpajama_layout(tmp_path: Path) -> None:

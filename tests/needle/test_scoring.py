@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from longreach.contract.needleeval import PAPER_ANSWER, PAPER_NEEDLE
 from longreach.jobs.needle.scoring import (
     clean_score,
     paper_score,
@@ -11,7 +12,6 @@ from longreach.jobs.needle.scoring import (
     substring_score,
     summarize,
 )
-from longreach.operator.needleeval.spec import PAPER_ANSWER, PAPER_NEEDLE
 
 pytestmark = pytest.mark.unit
 

@@ -33,7 +33,7 @@ def reference(
     """One uninterrupted single-process ZeRO-2 run on S3; other tests compare against it."""
     import boto3
 
-    from longreach.operator.common import StorageSpec
+    from longreach.contract.common import StorageSpec
 
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
         Bucket="train-ref"

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from longreach.jobs import storage
-from longreach.operator.common import StorageSpec
+from longreach.contract import storage
+from longreach.contract.common import StorageSpec
+from longreach.contract.contextextension import TrainReport
+from longreach.contract.report import read_report
 
 SEQ = 256
 
@@ -95,12 +97,12 @@ def make_setup(
 def command(setup: Setup, nproc: int) -> list[str]:
     if nproc == 1:
         return [sys.executable, "-P", "-m", "longreach.jobs.train", "--config", str(setup.config)]
-    from longreach.jobs.train.launch import launch_command
-    from longreach.operator.contextextension.spec import TrainJobConfig
+    from longreach.contract.contextextension import TrainJobConfig
+    from longreach.operator.contextextension.builders import local_torchrun
 
     spec = TrainJobConfig.model_validate_json(setup.config.read_text()).spec
     assert spec.world_size() == nproc
-    return launch_command(str(setup.config), spec)
+    return local_torchrun(str(setup.config), spec)
 
 
 def run(setup: Setup, nproc: int = 1, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -120,8 +122,11 @@ def metrics(setup: Setup) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def progress(setup: Setup) -> dict[str, Any]:
-    return storage.read_json(storage.join(setup.output, "progress.json"), setup.store)
+def progress(setup: Setup) -> TrainReport:
+    """The job's progress.json, read through the kind's model as the operator reads it."""
+    report = read_report(setup.output, TrainReport, setup.store)
+    assert report is not None, "no progress.json"
+    return report
 
 
 def tail(proc: subprocess.CompletedProcess[str]) -> str:

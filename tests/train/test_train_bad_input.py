@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from longreach.jobs import storage
+from longreach.contract import storage
+from longreach.contract.contextextension import TrainJobConfig
+from longreach.contract.errors import InputError as ConfigError
 from longreach.jobs.train.prepare import prepare
-from longreach.jobs.train.settings import ConfigError
-from longreach.operator.contextextension.spec import TrainJobConfig
 
 from .helpers import SEQ, make_setup, progress, run
 
@@ -101,6 +101,6 @@ def test_the_job_reports_bad_input_and_exits_2(
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "fewer than one step" in proc.stderr.strip().splitlines()[-1]
     p = progress(setup)
-    assert p["state"] == "failed" and p["error"].startswith("data: the mixture")
+    assert p.state == "failed" and p.error.startswith("data: the mixture")
     assert not storage.exists(storage.join(setup.output, "checkpoints"))
     assert "DeepSpeed config" not in proc.stdout  # failed before DeepSpeed started

@@ -30,5 +30,5 @@ def test_one_gpu_bf16_run(tmp_path: Path, tiny_model: Path, vocab_size: int) -> 
     lines = metrics(setup)
     assert lines[-1]["loss"] < lines[0]["loss"]
     assert all(m["peakMemoryGiB"] > 0 for m in lines)
-    assert progress(setup)["state"] == "succeeded"
+    assert progress(setup).state == "succeeded"
     assert '"bf16": {"enabled": true}' in proc.stdout

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from longreach.jobs import storage
+from longreach.contract import storage
+from longreach.contract.contextextension import CheckpointRef
 
 from .helpers import Setup, command, make_setup, metrics, progress, run, tail
 
@@ -28,19 +29,19 @@ def test_loss_falls_and_reports(reference: Setup) -> None:
     for m in lines:
         assert {"step", "tokens", "loss", "lr", "tokensPerSecond"} <= m.keys()
         assert m["tokens"] == m["step"] * 4 * 256
-    p = progress(reference)
-    assert p["state"] == "succeeded"
-    assert p["step"] == p["totalSteps"] == 8 and p["percent"] == 100
-    assert p["tokensSeen"] == 8 * 1024 and p["tokensPerSecond"] > 0
-    assert set(p["result"]) == {"uri", "loss", "validationLoss"}
-    assert p["result"]["loss"] == pytest.approx(lines[-1]["loss"])
+    report = progress(reference)
+    p, result = report.progress, report.result
+    assert report.state == "succeeded" and result is not None
+    assert p.step == p.totalSteps == 8 and p.percent == 100
+    assert p.tokensSeen == 8 * 1024 and p.tokensPerSecond > 0
+    assert result.uri == f"{reference.output}/final"
+    assert result.loss == pytest.approx(lines[-1]["loss"])
     # The paper's five position buckets, scaled to 256 tokens: 1/128 ... 128/128 of the length.
-    assert sorted(p["result"]["validationLoss"], key=int) == ["2", "32", "64", "128", "256"]
-    assert all(0 < v < lines[0]["loss"] for v in p["result"]["validationLoss"].values())
-    assert p["lastCheckpoint"] == {
-        "step": 6,
-        "uri": storage.join(reference.output, "checkpoints/step-000006"),
-    }
+    assert sorted(result.validationLoss, key=int) == ["2", "32", "64", "128", "256"]
+    assert all(0 < v < lines[0]["loss"] for v in result.validationLoss.values())
+    assert report.lastCheckpoint == CheckpointRef(
+        step=6, uri=storage.join(reference.output, "checkpoints/step-000006")
+    )
 
 
 def test_checkpoints_kept_and_marked(reference: Setup) -> None:
@@ -87,7 +88,7 @@ def test_sigkill_after_checkpoint_resumes(
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert progress(setup)["state"] == "running"
+    assert progress(setup).state == "running"
     assert not storage.exists(storage.join(setup.output, "final/longreach.json"), setup.store)
 
     job = json.loads(setup.config.read_text())
@@ -99,8 +100,9 @@ def test_sigkill_after_checkpoint_resumes(
     lines, ref = metrics(setup), metrics(reference)
     assert [m["step"] for m in lines] == list(range(1, 9))  # no step lost, none twice
     assert [m["loss"] for m in lines] == pytest.approx([m["loss"] for m in ref], rel=1e-5)
-    assert progress(setup)["result"]["loss"] == pytest.approx(
-        progress(reference)["result"]["loss"], rel=1e-5
+    assert progress(setup).result.loss == pytest.approx(  # type: ignore[union-attr]
+        progress(reference).result.loss,  # type: ignore[union-attr]
+        rel=1e-5,
     )
 
 
@@ -111,4 +113,4 @@ def test_a_restart_after_success_changes_nothing(reference: Setup) -> None:
     assert "DeepSpeed config" not in proc.stdout  # nothing retrained
     assert metrics(reference) == before
     p = progress(reference)
-    assert p["state"] == "succeeded" and p["step"] == 8 and p["lastCheckpoint"]["step"] == 6
+    assert p.state == "succeeded" and p.progress.step == 8 and p.lastCheckpoint.step == 6

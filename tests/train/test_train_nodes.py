@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from longreach.jobs import storage
+from longreach.contract import storage
 
 from .helpers import Setup, make_setup, metrics
 

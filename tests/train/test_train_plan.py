@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from longreach.operator.contextextension.plan import plan, render, shape_of
-from longreach.operator.contextextension.spec import ContextExtensionSpec
+from longreach.contract.contextextension import ContextExtensionSpec
+from longreach.operator.contextextension.memory import plan, render, shape_of
 
 pytestmark = pytest.mark.unit
 

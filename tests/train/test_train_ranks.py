@@ -31,7 +31,7 @@ def test_two_ranks_data_parallel(
     assert got[-1] < got[0] - 1.0, got
     # The same sequences per step, split over two ranks: the same mean loss as one rank.
     assert got == pytest.approx(losses(reference), rel=1e-4)
-    assert progress(setup)["state"] == "succeeded"
+    assert progress(setup).state == "succeeded"
     # final/ holds whole weights even when ZeRO-3 partitioned them over the ranks.
     from transformers import AutoModelForCausalLM
 
@@ -57,7 +57,7 @@ def test_ulysses_matches_one_rank(
     norms = [m["gradNorm"] for m in metrics(setup)]
     assert norms == pytest.approx([m["gradNorm"] for m in metrics(reference)], rel=1e-3)
     val, ref = (
-        progress(setup)["result"]["validationLoss"],
-        progress(reference)["result"]["validationLoss"],
+        progress(setup).result.validationLoss,  # type: ignore[union-attr]
+        progress(reference).result.validationLoss,  # type: ignore[union-attr]
     )
     assert val == pytest.approx(ref, rel=1e-4)

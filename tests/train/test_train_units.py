@@ -3,14 +3,13 @@ learning-rate schedule, data order and sharding, RoPE settings, position buckets
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
 
-from longreach.jobs.train import data, evaluate, settings
-from longreach.jobs.train.launch import launch_command, launch_env
-from longreach.operator.contextextension.spec import ContextExtensionSpec, RopeSpec
+from longreach.contract.contextextension import ContextExtensionSpec, RopeSpec
+from longreach.contract.errors import InputError
+from longreach.jobs.train import data, derive, evaluate
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +30,7 @@ def spec(**over: Any) -> ContextExtensionSpec:
 
 
 def test_batch_arithmetic_rounds_down_to_whole_sequences() -> None:
-    b = settings.derive_batch(spec())
+    b = derive.derive_batch(spec())
     # 4M / 8192 = 488 sequences; 488 // 8 ranks = 61 accumulation steps.
     assert (b.dataParallel, b.microBatch, b.accumulation) == (8, 1, 61)
     assert b.sequencesPerStep == 488 and b.tokensPerStep == 488 * 8192
@@ -39,7 +38,7 @@ def test_batch_arithmetic_rounds_down_to_whole_sequences() -> None:
 
 
 def test_batch_with_sequence_parallel() -> None:
-    b = settings.derive_batch(
+    b = derive.derive_batch(
         spec(deepspeed={"sequenceParallel": 4}, training={"batchTokens": 8192 * 8})
     )
     assert (b.dataParallel, b.accumulation, b.localSequenceLength) == (2, 4, 2048)
@@ -54,8 +53,8 @@ def test_batch_with_sequence_parallel() -> None:
     ],
 )
 def test_batch_errors_name_the_field(over: dict[str, Any], field: str) -> None:
-    with pytest.raises(settings.ConfigError, match=field):
-        settings.derive_batch(spec(**over))
+    with pytest.raises(InputError, match=field):
+        derive.derive_batch(spec(**over))
 
 
 def test_sequence_length_not_divisible_by_sp_is_rejected_by_the_spec() -> None:
@@ -68,8 +67,8 @@ def test_sequence_length_not_divisible_by_sp_is_rejected_by_the_spec() -> None:
 @pytest.mark.parametrize("offload", [True, False])
 def test_deepspeed_config_per_combination(stage: int, gpu: bool, offload: bool) -> None:
     s = spec(deepspeed={"zeroStage": stage, "offloadOptimizer": offload, "sequenceParallel": 2})
-    b = settings.derive_batch(s)
-    cfg = settings.deepspeed_config(s, b, gpu=gpu)
+    b = derive.derive_batch(s)
+    cfg = derive.deepspeed_config(s, b, gpu=gpu)
     zero = cfg["zero_optimization"]
     assert zero["stage"] == stage
     assert ("offload_optimizer" in zero) == (offload and gpu and stage >= 1)
@@ -84,21 +83,21 @@ def test_deepspeed_config_per_combination(stage: int, gpu: bool, offload: bool) 
 
 
 def test_sequence_parallel_grad_scale() -> None:
-    assert settings.sequence_parallel_grad_scale(3, 4) == 4
-    assert settings.sequence_parallel_grad_scale(2, 4) == 1
-    assert settings.sequence_parallel_grad_scale(3, 1) == 1
+    assert derive.sequence_parallel_grad_scale(3, 4) == 4
+    assert derive.sequence_parallel_grad_scale(2, 4) == 1
+    assert derive.sequence_parallel_grad_scale(3, 1) == 1
 
 
 def test_learning_rate_schedules() -> None:
     const = spec(training={"learningRate": 1e-3, "warmupSteps": 0})
-    assert [settings.lr_at(const, 10, s) for s in (0, 5, 9)] == [1e-3] * 3
+    assert [derive.lr_at(const, 10, s) for s in (0, 5, 9)] == [1e-3] * 3
     warm = spec(training={"learningRate": 1e-3, "warmupSteps": 3})
-    assert settings.lr_at(warm, 10, 0) == pytest.approx(0.25e-3)
-    assert settings.lr_at(warm, 10, 3) == 1e-3
+    assert derive.lr_at(warm, 10, 0) == pytest.approx(0.25e-3)
+    assert derive.lr_at(warm, 10, 3) == 1e-3
     cos = spec(training={"learningRate": 1e-3, "schedule": "cosine", "minLearningRate": 1e-4})
-    assert settings.lr_at(cos, 11, 0) == pytest.approx(1e-3)
-    assert settings.lr_at(cos, 11, 11) == pytest.approx(1e-4)
-    assert 1e-4 < settings.lr_at(cos, 11, 5) < 1e-3
+    assert derive.lr_at(cos, 11, 0) == pytest.approx(1e-3)
+    assert derive.lr_at(cos, 11, 11) == pytest.approx(1e-4)
+    assert 1e-4 < derive.lr_at(cos, 11, 5) < 1e-3
 
 
 def shards(*rows: int) -> tuple[data.Shard, ...]:
@@ -126,7 +125,7 @@ def test_rechunking_counts_whole_samples_per_shard() -> None:
 
 
 def test_micro_batches_partition_a_step() -> None:
-    b = settings.derive_batch(
+    b = derive.derive_batch(
         spec(training={"batchTokens": 8192 * 16}, deepspeed={"sequenceParallel": 2})
     )
     taken = [
@@ -138,7 +137,7 @@ def test_micro_batches_partition_a_step() -> None:
 def test_vocabulary_check_names_the_file() -> None:
     import numpy as np
 
-    with pytest.raises(settings.ConfigError, match=r"part-3.parquet holds token id 600"):
+    with pytest.raises(InputError, match=r"part-3.parquet holds token id 600"):
         data.check_vocabulary(np.array([1, 600]), 512, "s3://b/part-3.parquet")
 
 
@@ -218,17 +217,6 @@ def test_flops_per_token_has_the_causal_attention_term() -> None:
     c = LlamaConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
     assert flops_per_token(c, 10_000, 1024) - flops_per_token(c, 10_000, 0) == 6 * 2 * 64 * 1024
     assert flops_per_token(c, 10_000, 0) == 6 * (10_000 - 100 * 64)
-
-
-def test_launch_command_runs_one_process_per_rank() -> None:
-    cmd = launch_command("/tmp/c.json", spec(resources={"nodes": 3, "gpusPerNode": 0}))
-    assert cmd[:4] == [sys.executable, "-P", "-m", "torch.distributed.run"]
-    assert "--nproc-per-node=3" in cmd and cmd[-3:] == [
-        "longreach.jobs.train",
-        "--config",
-        "/tmp/c.json",
-    ]
-    assert launch_env({"A": "1"}) == {"A": "1", "PYTHONSAFEPATH": "1"}
 
 
 def test_reader_rechunks_rows_laid_end_to_end(tmp_path: Any) -> None:

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from longreach.operator.contextextension import children as ctx
-from longreach.operator.contextextension.spec import ContextExtensionSpec, TrainJobConfig
-from longreach.operator.datamixture import children as dmix
-from longreach.operator.datamixture.spec import DataMixtureSpec, MixtureJobConfig
-from longreach.operator.needleeval import children as needle
-from longreach.operator.needleeval.spec import NeedleEvalSpec, NeedleJobConfig
+from longreach.contract.contextextension import ContextExtensionSpec, TrainJobConfig
+from longreach.contract.datamixture import DataMixtureSpec, MixtureJobConfig
+from longreach.contract.needleeval import NeedleEvalSpec, NeedleJobConfig
+from longreach.operator.contextextension import builders as ctx
+from longreach.operator.datamixture import builders as dmix
+from longreach.operator.needleeval import builders as needle
 
 pytestmark = pytest.mark.unit
 
@@ -93,3 +93,23 @@ def test_eval_job_uses_the_specs_image_and_pull_secrets() -> None:
         {"name": "regcred"}
     ]
     assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_local_training_runs_one_process_per_rank() -> None:
+    import sys
+
+    spec = ContextExtensionSpec.model_validate(
+        {
+            "model": {"uri": "m"},
+            "data": {"uri": "d"},
+            "sequenceLength": 1024,
+            "rope": {"theta": 1e6},
+            "training": {"tokens": "1M"},
+            "resources": {"nodes": 3, "gpusPerNode": 0},
+            "output": {"uri": "o"},
+        }
+    )
+    cmd = ctx.local_torchrun("/tmp/c.json", spec)
+    assert cmd[:4] == [sys.executable, "-P", "-m", "torch.distributed.run"]
+    assert "--nproc-per-node=3" in cmd
+    assert cmd[-3:] == ["longreach.jobs.train", "--config", "/tmp/c.json"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from longreach.operator.common import format_tokens, parse_tokens
-from longreach.operator.contextextension.spec import ContextExtensionSpec
-from longreach.operator.datamixture.spec import SLIMPAJAMA_SHARES, DataMixtureSpec
-from longreach.operator.needleeval.spec import NeedleEvalSpec
+from longreach.contract.common import format_tokens, parse_tokens
+from longreach.contract.contextextension import ContextExtensionSpec
+from longreach.contract.datamixture import SLIMPAJAMA_SHARES, DataMixtureSpec
+from longreach.contract.needleeval import NeedleEvalSpec
 from longreach.operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit

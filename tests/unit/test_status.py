@@ -1,18 +1,25 @@
-"""The status state machine and the child-state mappings, pure."""
+"""The status state machine, the reconcile flow's pure steps and the child-state mappings."""
 
 from __future__ import annotations
 
+import kopf
 import pytest
 
-from longreach.operator.contextextension.handlers import observe_jobset
-from longreach.operator.datamixture.handlers import observe_rayjob
-from longreach.operator.needleeval.handlers import observe_job
+from longreach.contract.contextextension import TrainProgress, TrainReport, TrainResult
+from longreach.contract.datamixture import DataMixtureStatus, MixtureProgress, MixtureReport
+from longreach.operator.adapter import Dependency
+from longreach.operator.contextextension.adapter import observe_jobset
+from longreach.operator.datamixture.adapter import DataMixtureAdapter, observe_rayjob
+from longreach.operator.needleeval.adapter import observe_job
+from longreach.operator.reconcile import Stop, deadline_passed, parse_spec, resolve
+from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import (
     ChildState,
     Observation,
     changed,
     conditions,
     dependency_message,
+    observe,
     phase_of,
     status_patch,
 )
@@ -21,19 +28,87 @@ pytestmark = pytest.mark.unit
 
 
 def test_success_needs_the_commit_marker() -> None:
-    assert phase_of(ChildState("succeeded"), {}, True, "manifest.json")[0] == "Succeeded"
-    phase, reason, message = phase_of(ChildState("succeeded"), {}, False, "manifest.json")
+    assert phase_of(ChildState("succeeded"), None, True, "manifest.json")[0] == "Succeeded"
+    phase, reason, message = phase_of(ChildState("succeeded"), None, False, "manifest.json")
     assert (phase, reason) == ("Failed", "OutputMissing") and "manifest.json" in message
 
 
 def test_failure_prefers_the_jobs_own_error() -> None:
-    assert (
-        phase_of(ChildState("failed", "exit 1"), {"error": "tokenizer cannot load: x"}, False, "m")[
-            2
-        ]
-        == "tokenizer cannot load: x"
+    report = MixtureReport(state="failed", error="tokenizer cannot load: x")
+    assert phase_of(ChildState("failed", "exit 1"), report, False, "m")[2] == report.error
+    assert phase_of(ChildState("failed", "exit 1"), None, False, "m")[2] == "exit 1"
+
+
+def test_observation_copies_the_reports_fields_and_the_result_only_once_committed() -> None:
+    report = TrainReport(
+        state="succeeded",
+        progress=TrainProgress(step=4, totalSteps=4, loss=2.5, percent=100),
+        result=TrainResult(uri="s3://b/o/final", loss=2.5),
     )
-    assert phase_of(ChildState("failed", "exit 1"), {}, False, "m")[2] == "exit 1"
+    done = observe(ChildState("succeeded", attempts=2), report, True, "final/longreach.json", 1)
+    assert done.phase == "Succeeded" and done.attempts == 2
+    assert done.fields["result"]["uri"] == "s3://b/o/final"
+    assert done.fields["progress"]["step"] == 4 and "lastCheckpoint" in done.fields
+    missing = observe(ChildState("succeeded"), report, False, "final/longreach.json", 3)
+    assert missing.phase == "Failed" and "result" not in missing.fields and missing.attempts == 3
+    assert observe(ChildState("running"), None, False, "m", 0).fields == {}
+
+
+def test_an_invalid_spec_stops_with_the_field_named() -> None:
+    with pytest.raises(Stop) as stop:
+        parse_spec(DataMixtureAdapter(), {"sources": []}, OperatorSettings())
+    assert stop.value.observation.phase == "Failed"
+    assert stop.value.observation.message.startswith("spec.sources")
+    assert isinstance(stop.value.then, kopf.PermanentError)
+
+
+def test_operator_storage_defaults_fill_what_the_spec_left_empty() -> None:
+    raw = {
+        "sources": [{"uri": "s3://c/x"}],
+        "tokenizer": {"uri": "t"},
+        "totalTokens": "1M",
+        "sequenceLength": 1024,
+        "output": {"uri": "s3://o/x"},
+        "storage": {"region": "eu-1"},
+    }
+    settings = OperatorSettings.model_validate(
+        {"storage": {"endpoint": "http://minio", "region": "x"}}
+    )
+    spec = parse_spec(DataMixtureAdapter(), raw, settings)
+    assert (spec.storage.endpoint, spec.storage.region) == ("http://minio", "eu-1")
+
+
+def test_dependencies_resolve_through_their_kinds_models() -> None:
+    dep = Dependency("DataMixture", "m")
+    spec = {
+        "sources": [{"uri": "c"}],
+        "tokenizer": {"uri": "t"},
+        "totalTokens": "1M",
+        "sequenceLength": 1024,
+        "output": {"uri": "o"},
+    }
+    with pytest.raises(Stop) as waiting:
+        resolve(dep, {"spec": spec, "status": {"phase": "Running", "progress": {"percent": 41.2}}})
+    assert waiting.value.observation.phase == "Waiting"
+    assert waiting.value.observation.message == "waiting for DataMixture m: Running, 41%"
+    with pytest.raises(Stop) as failed:
+        resolve(dep, {"spec": spec, "status": {"phase": "Failed", "message": "no data"}})
+    assert failed.value.observation.reason == "DependencyFailed"
+    assert "no data" in failed.value.observation.message
+    done = resolve(
+        dep,
+        {"spec": spec, "status": {"phase": "Succeeded", "result": {"uri": "o", "tokens": 7}}},
+    )
+    assert isinstance(done.status, DataMixtureStatus) and done.status.result.tokens == 7
+    assert done.spec.output.uri == "o"  # type: ignore[attr-defined]
+
+
+def test_deadline() -> None:
+    assert not deadline_passed(None, "2020-01-01T00:00:00Z", 2e9)
+    assert not deadline_passed(60, None, 2e9)
+    start = 1_600_000_000.0
+    assert not deadline_passed(60, "2020-09-13T12:26:40Z", start + 59)
+    assert deadline_passed(60, "2020-09-13T12:26:40Z", start + 61)
 
 
 def test_conditions_keep_transition_times_until_they_flip() -> None:
@@ -58,7 +133,7 @@ def test_status_patch_sets_times_once_and_change_detection_ignores_timestamps() 
 
 def test_dependency_messages() -> None:
     assert dependency_message("DataMixture", "m", None)[1] == "waiting for DataMixture m: not found"
-    running = {"status": {"phase": "Running", "progress": {"percent": 41.2}}}
+    running = DataMixtureStatus(phase="Running", progress=MixtureProgress(percent=41.2))
     assert dependency_message("DataMixture", "m", running) == (
         "DependencyNotReady",
         "waiting for DataMixture m: Running, 41%",

@@ -39,44 +39,13 @@ app.kubernetes.io/part-of: longreach
 {{- end }}
 
 {{/*
-The operator's RBAC, defined once. Rules for the namespaced objects it reads and writes;
-rendered into a ClusterRole (cluster-wide mode) or into a Role per watched namespace.
-Keep in step with operator/kube.py and the kopf handlers, and with manifests/base/rbac.yaml
-(a test compares them). No Secrets: the operator hands job pods a Secret's *name*.
+The operator's RBAC, defined once. The rules for the namespaced objects it reads and writes
+are generated from the kinds' registry by `longreach crds` into files/rbac/ (a test fails
+when they drift); rendered into a ClusterRole (cluster-wide mode) or into a Role per watched
+namespace. No Secrets: the operator hands job pods a Secret's *name*.
 */}}
 {{- define "longreach.rules.namespaced" -}}
-# The three kinds: kopf patches its annotations, the handlers read them, and
-# ttlSecondsAfterFinished deletes a finished resource.
-- apiGroups: [longreach.io]
-  resources: [datamixtures, contextextensions, needleevals]
-  verbs: [get, list, watch, patch, update, delete]
-# Phase, conditions, progress and results.
-- apiGroups: [longreach.io]
-  resources: [datamixtures/status, contextextensions/status, needleevals/status]
-  verbs: [get, patch, update]
-# Children: job config ConfigMaps and Services; garbage collection does the rest.
-- apiGroups: [""]
-  resources: [configmaps, services]
-  verbs: [get, list, watch, create, patch, delete]
-# NeedleEval runs as a batch Job.
-- apiGroups: [batch]
-  resources: [jobs]
-  verbs: [get, list, watch, create, patch, delete]
-# DataMixture runs as a KubeRay RayJob.
-- apiGroups: [ray.io]
-  resources: [rayjobs]
-  verbs: [get, list, watch, create, patch, delete]
-# ContextExtension runs as a JobSet (gang restarts).
-- apiGroups: [jobset.x-k8s.io]
-  resources: [jobsets]
-  verbs: [get, list, watch, create, patch, delete]
-# kopf posts an event on every transition (core v1 and events.k8s.io).
-- apiGroups: [""]
-  resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+{{ .Files.Get "files/rbac/namespaced-rules.yaml" }}
 {{- end }}
 
 {{/* kopf's resource discovery watches CRDs, in both modes. */}}

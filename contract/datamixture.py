@@ -1,4 +1,5 @@
-"""The DataMixture spec and status models; the CRD is generated from these."""
+"""The DataMixture contract: spec and status (the CRD is generated from them), the job's
+config and its progress.json report."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from longreach.operator.common import (
+from longreach.contract.common import (
     Model,
     OutputSpec,
     Placement,
@@ -15,10 +16,8 @@ from longreach.operator.common import (
     Tokens,
     rule,
 )
-
-KIND = "DataMixture"
-PLURAL = "datamixtures"
-SHORT_NAMES = ["dmix"]
+from longreach.contract.kind import JobConfig, KindContract, column
+from longreach.contract.report import Report
 
 # SlimPajama's token shares by domain, as in the reference code (RECIPE.md section 1).
 SLIMPAJAMA_SHARES: dict[str, float] = {
@@ -166,13 +165,48 @@ class DataMixtureStatus(StatusBase):
     result: MixtureResult = MixtureResult()
     """The output, once it succeeded."""
 
+    def percent(self) -> float:
+        return self.progress.percent
 
-class MixtureJobConfig(Model):
+
+class MixtureReport(Report):
+    """The mixture job's progress.json."""
+
+    progress: MixtureProgress = MixtureProgress()
+    """How far the job is."""
+    result: MixtureResult | None = None
+    """What it produced, once it succeeded."""
+
+    def percent(self) -> float:
+        return self.progress.percent
+
+
+class MixtureJobConfig(JobConfig):
     """What the mixture job reads from its config file."""
 
-    name: str
-    """The DataMixture's name."""
-    namespace: str = "default"
-    """The DataMixture's namespace."""
     spec: DataMixtureSpec
-    """The resource's spec, defaults filled in."""
+    """The DataMixture's spec, defaults filled in."""
+
+
+CONTRACT = KindContract(
+    kind="DataMixture",
+    plural="datamixtures",
+    short_name="dmix",
+    spec=DataMixtureSpec,
+    status=DataMixtureStatus,
+    report=MixtureReport,
+    job_config=MixtureJobConfig,
+    job_module="longreach.jobs.mixture",
+    marker="manifest.json",
+    columns=(
+        column("Progress", "number", ".status.progress.percent", "Percent done"),
+        column("Tokens", "integer", ".status.result.tokens", "Training tokens written"),
+        column(
+            "Long-docs",
+            "number",
+            ".status.result.longDocumentTokenFraction",
+            "Share of tokens in long documents",
+            priority=1,
+        ),
+    ),
+)

@@ -1,4 +1,5 @@
-"""The NeedleEval spec and status models; the CRD is generated from these."""
+"""The NeedleEval contract: spec and status (the CRD is generated from them), the eval job's
+config and its progress.json report."""
 
 from __future__ import annotations
 
@@ -6,11 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from longreach.operator.common import Model, OutputSpec, Placement, Quantity, StatusBase, rule
-
-KIND = "NeedleEval"
-PLURAL = "needleevals"
-SHORT_NAMES = ["needle"]
+from longreach.contract.common import Model, OutputSpec, Placement, Quantity, StatusBase, rule
+from longreach.contract.kind import JobConfig, KindContract, column
+from longreach.contract.report import Report
 
 PAPER_NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
 PAPER_QUESTION = "What is the best thing to do in San Francisco?"
@@ -211,17 +210,46 @@ class NeedleEvalStatus(StatusBase):
     result: EvalResult = EvalResult()
     """Scores, once it succeeded."""
 
+    def percent(self) -> float:
+        return self.progress.percent
 
-class NeedleJobConfig(Model):
+
+class NeedleReport(Report):
+    """The needle job's progress.json."""
+
+    progress: EvalProgress = EvalProgress()
+    """How far the grid is."""
+    result: EvalResult | None = None
+    """The scores, once it succeeded."""
+
+    def percent(self) -> float:
+        return self.progress.percent
+
+
+class NeedleJobConfig(JobConfig):
     """What the needle job reads from its config file."""
 
-    name: str
-    """The NeedleEval's name."""
-    namespace: str = "default"
-    """The NeedleEval's namespace."""
     spec: NeedleEvalSpec
-    """The resource's spec, defaults filled in."""
+    """The NeedleEval's spec, defaults filled in."""
     modelUri: str
     """The model folder to load (model.uri, model.name, or the referenced run's final/)."""
     trainingLength: int | None = None
     """Sequence length the model was trained at, when known; dashed on the heatmap."""
+
+
+CONTRACT = KindContract(
+    kind="NeedleEval",
+    plural="needleevals",
+    short_name="needle",
+    spec=NeedleEvalSpec,
+    status=NeedleEvalStatus,
+    report=NeedleReport,
+    job_config=NeedleJobConfig,
+    job_module="longreach.jobs.needle",
+    marker="results.json",
+    columns=(
+        column("Progress", "number", ".status.progress.percent", "Percent of cells done"),
+        column("Score", "number", ".status.result.score", "Clean needle score, 0-100"),
+        column("Paper", "number", ".status.result.paperScore", "The paper's score (max 91.7)"),
+    ),
+)

@@ -1,4 +1,4 @@
-"""fsspec storage shared by the jobs and the operator: URIs, JSON files, progress reports.
+"""fsspec storage shared by the jobs and the operator: URIs, whole-file writes, JSON files.
 
 Every `uri` is `s3://bucket/prefix`, `file:///abs/path` or a plain local path. S3 credentials
 come from the standard AWS environment variables (the pod gets them from a Secret).
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
 
-from longreach.operator.common import StorageSpec
+from longreach.contract.common import StorageSpec
 
 
 def storage_options(uri: str, storage: StorageSpec | None = None) -> dict[str, Any]:
@@ -81,23 +80,3 @@ def write_bytes(uri: str, data: bytes, storage: StorageSpec | None = None) -> No
 
 def write_json(uri: str, obj: Any, storage: StorageSpec | None = None) -> None:
     write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True).encode(), storage)
-
-
-class Progress:
-    """Writes `progress.json` next to a job's outputs, at most every `interval` seconds.
-
-    The operator reads it to fill `status.progress`; pods need no API access.
-    """
-
-    def __init__(self, output_uri: str, storage: StorageSpec | None = None, interval: float = 5.0):
-        self.uri = join(output_uri, "progress.json")
-        self.storage = storage
-        self.interval = interval
-        self._last = 0.0
-
-    def report(self, force: bool = False, **fields: Any) -> None:
-        now = time.time()
-        if not force and now - self._last < self.interval:
-            return
-        self._last = now
-        write_json(self.uri, {**fields, "updatedAt": now}, self.storage)

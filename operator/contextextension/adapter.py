@@ -5,60 +5,62 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from longreach.jobs import storage
-from longreach.operator.contextextension import children
-from longreach.operator.contextextension.plan import plan
-from longreach.operator.contextextension.spec import (
-    KIND,
-    PLURAL,
+from longreach.contract import storage
+from longreach.contract.common import parse_tokens
+from longreach.contract.contextextension import (
+    CONTRACT,
     ContextExtensionSpec,
+    ContextExtensionStatus,
     TrainJobConfig,
 )
-from longreach.operator.datamixture.spec import KIND as DMIX_KIND
-from longreach.operator.reconcile import Adapter, Dependency
+from longreach.contract.datamixture import CONTRACT as DATAMIXTURE
+from longreach.contract.datamixture import DataMixtureSpec, DataMixtureStatus
+from longreach.operator.adapter import CONFIG_MAP, SERVICE, Adapter, ChildKind, Dependency, Resolved
+from longreach.operator.contextextension import builders
+from longreach.operator.contextextension.memory import plan
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import ChildState
 
+JOBSET = ChildKind("jobset.x-k8s.io/v1alpha2", "JobSet", "jobsets")
 
-class ContextExtensionAdapter(Adapter):
-    kind: ClassVar[str] = KIND
-    plural: ClassVar[str] = PLURAL
-    spec_model = ContextExtensionSpec
-    marker: ClassVar[str] = "final/longreach.json"
-    child_kind = ("jobset.x-k8s.io/v1alpha2", "JobSet")
+
+class ContextExtensionAdapter(
+    Adapter[ContextExtensionSpec, ContextExtensionStatus, TrainJobConfig]
+):
+    contract = CONTRACT
+    job: ClassVar[ChildKind] = JOBSET
+    children_kinds: ClassVar[tuple[ChildKind, ...]] = (CONFIG_MAP, SERVICE, JOBSET)
 
     def dependencies(self, spec: ContextExtensionSpec) -> list[Dependency]:
         ref = spec.data.dataMixtureRef
-        return [Dependency(DMIX_KIND, ref)] if ref else []
+        return [Dependency(DATAMIXTURE.kind, ref)] if ref else []
 
     def job_config(
-        self, name: str, namespace: str, spec: ContextExtensionSpec, deps: dict[str, Any]
+        self, name: str, namespace: str, spec: ContextExtensionSpec, deps: dict[str, Resolved]
     ) -> TrainJobConfig:
         data_uri = spec.data.uri
         if data_uri is None:
-            dep = deps[spec.data.dataMixtureRef or ""]
-            data_uri = ((dep.get("status") or {}).get("result") or {}).get("uri") or dep["spec"][
-                "output"
-            ]["uri"]
+            mixture = deps[str(spec.data.dataMixtureRef)]
+            assert isinstance(mixture.spec, DataMixtureSpec)
+            assert isinstance(mixture.status, DataMixtureStatus)
+            data_uri = mixture.status.result.uri or mixture.spec.output.uri
         return TrainJobConfig(name=name, namespace=namespace, spec=spec, dataUri=data_uri)
 
-    def children(
+    def build(
         self,
         name: str,
         namespace: str,
         spec: ContextExtensionSpec,
-        config: Any,
+        config: TrainJobConfig,
         settings: OperatorSettings,
     ) -> list[dict[str, Any]]:
-        return children.build(name, namespace, spec, config, settings.trainerImage)
+        return builders.build(name, namespace, spec, config, settings.trainerImage)
 
-    def observe(self, child: dict[str, Any]) -> ChildState:
-        return observe_jobset(child)
+    def observe(self, job: dict[str, Any]) -> ChildState:
+        return observe_jobset(job)
 
     def local_command(self, config_path: str, spec: ContextExtensionSpec) -> list[str]:
-        from longreach.jobs.train.launch import launch_command
-
-        return launch_command(config_path, spec)
+        return builders.local_torchrun(config_path, spec)
 
     def admit(self, spec: ContextExtensionSpec, settings: OperatorSettings) -> str | None:
         """Refuse, with the planner's numbers, a run that cannot fit its GPUs. Only when the
@@ -69,9 +71,14 @@ class ContextExtensionAdapter(Adapter):
         p = plan(spec, config)
         return None if p.fits else f"{p.message} (see `longreach plan`)"
 
-    def extra_status(self, progress: dict[str, Any]) -> dict[str, Any]:
-        checkpoint = progress.get("lastCheckpoint")
-        return {"lastCheckpoint": checkpoint} if checkpoint else {}
+    def summary(self, spec: ContextExtensionSpec, status: ContextExtensionStatus) -> list[str]:
+        res, out = status.result, spec.output.uri
+        losses = sorted(res.validationLoss.items(), key=lambda kv: parse_tokens(kv[0]))
+        val = ", ".join(f"@{k} {v:.3f}" for k, v in losses)
+        return [
+            f"final loss {res.loss:.3f}; validation loss by position: {val or 'n/a'}",
+            f"model: {storage.join(out, 'final')}  metrics: {storage.join(out, 'metrics.jsonl')}",
+        ]
 
 
 def read_model_config(spec: ContextExtensionSpec) -> dict[str, Any] | None:

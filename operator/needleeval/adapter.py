@@ -2,39 +2,44 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any, ClassVar
 
-from longreach.operator.contextextension.spec import KIND as CTX_KIND
-from longreach.operator.needleeval import children
-from longreach.operator.needleeval.spec import KIND, PLURAL, NeedleEvalSpec, NeedleJobConfig
-from longreach.operator.reconcile import Adapter, Dependency
+from longreach.contract import storage
+from longreach.contract.contextextension import CONTRACT as CONTEXTEXTENSION
+from longreach.contract.contextextension import ContextExtensionSpec, ContextExtensionStatus
+from longreach.contract.needleeval import (
+    CONTRACT,
+    NeedleEvalSpec,
+    NeedleEvalStatus,
+    NeedleJobConfig,
+)
+from longreach.operator.adapter import CONFIG_MAP, Adapter, ChildKind, Dependency, Resolved
+from longreach.operator.needleeval import builders
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import ChildState
 
+JOB = ChildKind("batch/v1", "Job", "jobs")
 
-class NeedleEvalAdapter(Adapter):
-    kind: ClassVar[str] = KIND
-    plural: ClassVar[str] = PLURAL
-    spec_model = NeedleEvalSpec
-    marker: ClassVar[str] = "results.json"
-    child_kind = ("batch/v1", "Job")
+
+class NeedleEvalAdapter(Adapter[NeedleEvalSpec, NeedleEvalStatus, NeedleJobConfig]):
+    contract = CONTRACT
+    job: ClassVar[ChildKind] = JOB
+    children_kinds: ClassVar[tuple[ChildKind, ...]] = (CONFIG_MAP, JOB)
 
     def dependencies(self, spec: NeedleEvalSpec) -> list[Dependency]:
         ref = spec.model.contextExtensionRef
-        return [Dependency(CTX_KIND, ref)] if ref else []
+        return [Dependency(CONTEXTEXTENSION.kind, ref)] if ref else []
 
     def job_config(
-        self, name: str, namespace: str, spec: NeedleEvalSpec, deps: dict[str, Any]
+        self, name: str, namespace: str, spec: NeedleEvalSpec, deps: dict[str, Resolved]
     ) -> NeedleJobConfig:
         model_uri, training_length = spec.model.uri or spec.model.name, None
         if model_uri is None:
-            dep = deps[spec.model.contextExtensionRef or ""]
-            result = (dep.get("status") or {}).get("result") or {}
-            model_uri = (
-                result.get("finalUri") or f"{dep['spec']['output']['uri'].rstrip('/')}/final"
-            )
-            training_length = dep["spec"]["sequenceLength"]
+            run = deps[str(spec.model.contextExtensionRef)]
+            assert isinstance(run.spec, ContextExtensionSpec)
+            assert isinstance(run.status, ContextExtensionStatus)
+            model_uri = run.status.result.uri or storage.join(run.spec.output.uri, "final")
+            training_length = run.spec.sequenceLength
         return NeedleJobConfig(
             name=name,
             namespace=namespace,
@@ -43,21 +48,26 @@ class NeedleEvalAdapter(Adapter):
             trainingLength=training_length,
         )
 
-    def children(
+    def build(
         self,
         name: str,
         namespace: str,
         spec: NeedleEvalSpec,
-        config: Any,
+        config: NeedleJobConfig,
         settings: OperatorSettings,
     ) -> list[dict[str, Any]]:
-        return children.build(name, namespace, spec, config, settings.evalImage)
+        return builders.build(name, namespace, spec, config, settings.evalImage)
 
-    def observe(self, child: dict[str, Any]) -> ChildState:
-        return observe_job(child)
+    def observe(self, job: dict[str, Any]) -> ChildState:
+        return observe_job(job)
 
-    def local_command(self, config_path: str, spec: NeedleEvalSpec) -> list[str]:
-        return [sys.executable, "-P", "-m", "longreach.jobs.needle", "--config", config_path]
+    def summary(self, spec: NeedleEvalSpec, status: NeedleEvalStatus) -> list[str]:
+        res = status.result
+        return [
+            f"needle score {res.score:.1f} (paper's scorer: {res.paperScore:.1f})",
+            f"heatmap: {storage.join(res.uri, 'heatmap.png')}  "
+            f"results: {storage.join(res.uri, 'results.json')}",
+        ]
 
 
 def observe_job(job: dict[str, Any]) -> ChildState:

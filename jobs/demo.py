@@ -1,4 +1,5 @@
-"""`longreach demo`: make the inputs of manifests/examples/quickstart.yaml, all small and real.
+"""`longreach demo`'s inputs for manifests/examples/quickstart.yaml, all small and real:
+`python -m longreach.jobs.demo --artifacts DIR` (the CLI runs it before the recipe).
 
 A SlimPajama-layout corpus (seven domains, lengths scaled down 16x so the demo's 256-token
 threshold plays the paper's 4K), a byte-level BPE tokenizer, a randomly initialised 2-layer
@@ -8,10 +9,12 @@ skipped when it already exists, so the demo continues where it stopped.
 
 from __future__ import annotations
 
+import argparse
 import random
+import sys
 from pathlib import Path
 
-from longreach.jobs import storage
+from longreach.contract import storage
 
 SCALE = 1 / 16
 DOCUMENTS = 20_000
@@ -37,3 +40,14 @@ def prepare(artifacts: str) -> None:
         rng = random.Random(7)
         for i in range(3):
             storage.write_bytes(str(haystack / f"essay-{i:02d}.txt"), sentences(rng, 1500).encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m longreach.jobs.demo", description=__doc__)
+    parser.add_argument("--artifacts", required=True, help="the demo's artifact directory")
+    prepare(parser.parse_args(argv).artifacts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Types shared by the three resource kinds: the model base, token counts, storage, placement."""
+"""Types every kind shares: the model base (with CEL rules), token counts, storage, placement,
+conditions and the status fields common to all."""
 
 from __future__ import annotations
 
@@ -209,7 +210,10 @@ class Condition(Model):
 
 
 class StatusBase(Model):
-    """Status fields every kind shares."""
+    """Status fields every kind shares. Unknown keys are ignored when a status is read back
+    (e.g. a dependency's status written by another operator version)."""
+
+    model_config = ConfigDict(extra="ignore")
 
     phase: Phase = "Pending"
     """Pending, Waiting, Running, Succeeded, Failed or Suspended."""
@@ -225,3 +229,7 @@ class StatusBase(Model):
     """When the job succeeded or failed."""
     attempts: int = 0
     """How many times the job has been started (gang restarts included)."""
+
+    def percent(self) -> float:
+        """How far the job is, 0-100 (each kind's status says where it keeps that)."""
+        return 0.0

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from longreach.operator.datamixture.spec import SLIMPAJAMA_SHARES, DataMixtureSpec
+from longreach.contract.datamixture import SLIMPAJAMA_SHARES, DataMixtureSpec
 
 BUCKETS = 1024
 # The paper's length bins: 0-1K, 1-2K, 2-4K, ..., 64-128K, >128K (tokens).

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from longreach.operator.contextextension.spec import ContextExtensionSpec
+from longreach.contract.contextextension import ContextExtensionSpec
 
 GiB = 2**30
 OVERHEAD_GIB = 2.0

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from longreach.operator import children as c
-from longreach.operator.needleeval.spec import KIND, NeedleEvalSpec, NeedleJobConfig
+from longreach.contract.needleeval import CONTRACT, NeedleEvalSpec, NeedleJobConfig
+from longreach.operator import parts
+
+KIND = CONTRACT.kind
+CONTAINER = "eval"
 
 
 def build_job(name: str, namespace: str, spec: NeedleEvalSpec, image: str) -> dict[str, Any]:
@@ -14,33 +17,33 @@ def build_job(name: str, namespace: str, spec: NeedleEvalSpec, image: str) -> di
     if r.gpus:
         limits["nvidia.com/gpu"] = str(r.gpus)
     pod = {
-        "metadata": {"labels": c.labels(KIND, name)},
+        "metadata": {"labels": parts.labels(KIND, name)},
         "spec": {
             # A restarted pod skips the cells already in cells.jsonl.
             "restartPolicy": "Never",
             "containers": [
                 {
-                    "name": "eval",
+                    "name": CONTAINER,
                     "image": spec.image or image,
-                    "command": ["python", "-m", "longreach.jobs.needle", "--config", c.CONFIG_PATH],
-                    "env": c.env(spec),
+                    "command": parts.job_command(CONTRACT.job_module),
+                    "env": parts.env(spec),
                     "resources": {"requests": {"cpu": r.cpu, "memory": r.memory}, "limits": limits},
-                    "volumeMounts": [c.CONFIG_MOUNT],
-                    "securityContext": c.container_security(),
+                    "volumeMounts": [parts.CONFIG_MOUNT],
+                    "securityContext": parts.container_security(),
                 }
             ],
-            "volumes": [c.config_volume(name)],
-            **c.pod_placement(spec),
+            "volumes": [parts.config_volume(name)],
+            **parts.pod_placement(spec),
         },
     }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": c.metadata(name, namespace, KIND, spec),
+        "metadata": parts.metadata(name, namespace, KIND, spec),
         "spec": {
             "suspend": spec.suspend,
             "backoffLimit": 3,
-            "podFailurePolicy": c.fail_on_bad_input("eval"),
+            "podFailurePolicy": parts.fail_on_bad_input(CONTAINER),
             "template": pod,
         },
     }
@@ -49,4 +52,7 @@ def build_job(name: str, namespace: str, spec: NeedleEvalSpec, image: str) -> di
 def build(
     name: str, namespace: str, spec: NeedleEvalSpec, config: NeedleJobConfig, image: str
 ) -> list[dict[str, Any]]:
-    return [c.config_map(name, namespace, KIND, config), build_job(name, namespace, spec, image)]
+    return [
+        parts.config_map(name, namespace, KIND, config),
+        build_job(name, namespace, spec, image),
+    ]

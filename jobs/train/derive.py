@@ -7,11 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from longreach.operator.contextextension.spec import ContextExtensionSpec
-
-
-class ConfigError(ValueError):
-    """Bad input the user must fix; raised before any GPU is allocated. Names the field."""
+from longreach.contract.contextextension import ContextExtensionSpec
+from longreach.contract.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -56,12 +53,12 @@ def derive_batch(spec: ContextExtensionSpec) -> Batch:
     sp = spec.deepspeed.sequenceParallel
     world = spec.world_size()
     if seq % sp:
-        raise ConfigError(
+        raise InputError(
             f"sequenceLength: {seq} is not divisible by deepspeed.sequenceParallel={sp}; "
             f"pick a length that is a multiple of {sp}"
         )
     if world % sp:
-        raise ConfigError(
+        raise InputError(
             f"deepspeed.sequenceParallel: {sp} does not divide the {world} training processes "
             "(resources.nodes × resources.gpusPerNode)"
         )
@@ -69,13 +66,13 @@ def derive_batch(spec: ContextExtensionSpec) -> Batch:
     micro = spec.training.microBatchSize
     sequences = spec.training.batchTokens // seq
     if sequences < 1:
-        raise ConfigError(
+        raise InputError(
             f"training.batchTokens: {spec.training.batchTokens} tokens is smaller than one sequence "
             f"of sequenceLength={seq}; set batchTokens to at least {seq}"
         )
     accumulation = sequences // (micro * dp)
     if accumulation < 1:
-        raise ConfigError(
+        raise InputError(
             f"training.batchTokens: {spec.training.batchTokens} tokens is {sequences} sequence(s) per "
             f"step, fewer than training.microBatchSize ({micro}) × {dp} data-parallel ranks; set "
             f"batchTokens to at least {micro * dp * seq} or lower microBatchSize"
@@ -83,7 +80,7 @@ def derive_batch(spec: ContextExtensionSpec) -> Batch:
     tokens_per_step = accumulation * micro * dp * seq
     steps = spec.training.tokens // tokens_per_step
     if steps < 1:
-        raise ConfigError(
+        raise InputError(
             f"training.tokens: {spec.training.tokens} is less than one optimizer step of "
             f"{tokens_per_step} tokens; raise training.tokens or lower training.batchTokens"
         )

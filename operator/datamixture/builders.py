@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from longreach.operator import children as c
-from longreach.operator.datamixture.spec import KIND, DataMixtureSpec, MixtureJobConfig
+from longreach.contract.datamixture import CONTRACT, DataMixtureSpec, MixtureJobConfig
+from longreach.operator import parts
 
-ENTRYPOINT = f"python -m longreach.jobs.mixture --config {c.CONFIG_PATH}"
+KIND = CONTRACT.kind
+ENTRYPOINT = " ".join(parts.job_command(CONTRACT.job_module))
 RAY_VERSION = "2.60.0"
 
 
@@ -15,20 +16,22 @@ def _pod(
     name: str, spec: DataMixtureSpec, image: str, container: str, resources: dict[str, Any]
 ) -> dict[str, Any]:
     return {
-        "metadata": {"labels": c.labels(KIND, name) | {"app.kubernetes.io/component": container}},
+        "metadata": {
+            "labels": parts.labels(KIND, name) | {"app.kubernetes.io/component": container}
+        },
         "spec": {
             "containers": [
                 {
                     "name": container,
                     "image": image,
-                    "env": c.env(spec),
+                    "env": parts.env(spec),
                     "resources": resources,
-                    "volumeMounts": [c.CONFIG_MOUNT],
-                    "securityContext": c.container_security(),
+                    "volumeMounts": [parts.CONFIG_MOUNT],
+                    "securityContext": parts.container_security(),
                 }
             ],
-            "volumes": [c.config_volume(name)],
-            **c.pod_placement(spec),
+            "volumes": [parts.config_volume(name)],
+            **parts.pod_placement(spec),
         },
     }
 
@@ -51,7 +54,7 @@ def build_rayjob(name: str, namespace: str, spec: DataMixtureSpec, image: str) -
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
-        "metadata": c.metadata(name, namespace, KIND, spec),
+        "metadata": parts.metadata(name, namespace, KIND, spec),
         "spec": {
             "entrypoint": ENTRYPOINT,
             "shutdownAfterJobFinishes": True,
@@ -80,4 +83,7 @@ def build_rayjob(name: str, namespace: str, spec: DataMixtureSpec, image: str) -
 def build(
     name: str, namespace: str, spec: DataMixtureSpec, config: MixtureJobConfig, image: str
 ) -> list[dict[str, Any]]:
-    return [c.config_map(name, namespace, KIND, config), build_rayjob(name, namespace, spec, image)]
+    return [
+        parts.config_map(name, namespace, KIND, config),
+        build_rayjob(name, namespace, spec, image),
+    ]

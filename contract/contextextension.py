@@ -1,4 +1,5 @@
-"""The ContextExtension spec and status models; the CRD is generated from these."""
+"""The ContextExtension contract: spec and status (the CRD is generated from them), the
+training job's config and its progress.json report."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from longreach.operator.common import (
+from longreach.contract.common import (
     Model,
     OutputSpec,
     Placement,
@@ -15,10 +16,8 @@ from longreach.operator.common import (
     Tokens,
     rule,
 )
-
-KIND = "ContextExtension"
-PLURAL = "contextextensions"
-SHORT_NAMES = ["ctxext"]
+from longreach.contract.kind import JobConfig, KindContract, column
+from longreach.contract.report import Report
 
 RopeType = Literal["default", "linear", "dynamic", "yarn", "llama3", "longrope"]
 
@@ -240,17 +239,56 @@ class ContextExtensionStatus(StatusBase):
     result: TrainResult = TrainResult()
     """The trained model, once it succeeded."""
 
+    def percent(self) -> float:
+        return self.progress.percent
 
-class TrainJobConfig(Model):
+
+class TrainReport(Report):
+    """The training job's progress.json (rank 0 writes it)."""
+
+    progress: TrainProgress = TrainProgress()
+    """How far training is."""
+    lastCheckpoint: CheckpointRef = CheckpointRef()
+    """The newest complete checkpoint."""
+    result: TrainResult | None = None
+    """The trained model, once it succeeded."""
+
+    def percent(self) -> float:
+        return self.progress.percent
+
+
+class TrainJobConfig(JobConfig):
     """What the training job reads from its config file."""
 
-    name: str
-    """The ContextExtension's name."""
-    namespace: str = "default"
-    """The ContextExtension's namespace."""
     spec: ContextExtensionSpec
-    """The resource's spec, defaults filled in."""
+    """The ContextExtension's spec, defaults filled in."""
     dataUri: str
     """The DataMixture output to train on (data.uri, or the referenced mixture's output)."""
     pauseAfterCheckpointSeconds: float = Field(default=0, ge=0)
     """Testing aid: sleep this long after each committed checkpoint, so a test can kill the run there."""
+
+
+CONTRACT = KindContract(
+    kind="ContextExtension",
+    plural="contextextensions",
+    short_name="ctxext",
+    spec=ContextExtensionSpec,
+    status=ContextExtensionStatus,
+    report=TrainReport,
+    job_config=TrainJobConfig,
+    job_module="longreach.jobs.train",
+    marker="final/longreach.json",
+    columns=(
+        column("Progress", "number", ".status.progress.percent", "Percent of steps done"),
+        column("Step", "integer", ".status.progress.step", "Optimizer steps done"),
+        column("Loss", "number", ".status.progress.loss", "Loss of the last step"),
+        column(
+            "Tok/s",
+            "number",
+            ".status.progress.tokensPerSecond",
+            "Training tokens per second",
+            priority=1,
+        ),
+        column("Attempts", "integer", ".status.attempts", "Gang starts", priority=1),
+    ),
+)

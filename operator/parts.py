@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from longreach.operator.common import GROUP, Model, Placement
+from longreach.contract.common import GROUP, Model, Placement
+from longreach.contract.errors import BAD_INPUT_EXIT_CODE
 
 CONFIG_DIR = "/etc/longreach"
 CONFIG_PATH = f"{CONFIG_DIR}/config.json"
@@ -93,9 +94,6 @@ def container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-BAD_INPUT_EXIT_CODE = 2  # every job exits 2 when its config or inputs are wrong
-
-
 def fail_on_bad_input(container: str) -> dict[str, Any]:
     """A Job podFailurePolicy: exit code 2 (bad input) fails the Job without retries."""
     return {
@@ -110,3 +108,8 @@ def fail_on_bad_input(container: str) -> dict[str, Any]:
             }
         ]
     }
+
+
+def job_command(module: str) -> list[str]:
+    """The container command of a job module, reading the mounted config."""
+    return ["python", "-m", module, "--config", CONFIG_PATH]

@@ -1,0 +1,73 @@
+"""The DataMixture kind: how its job is configured, built, observed and summarised."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from longreach.contract import storage
+from longreach.contract.datamixture import (
+    CONTRACT,
+    DataMixtureSpec,
+    DataMixtureStatus,
+    MixtureJobConfig,
+)
+from longreach.operator.adapter import CONFIG_MAP, Adapter, ChildKind, Resolved
+from longreach.operator.datamixture import builders
+from longreach.operator.settings import OperatorSettings
+from longreach.operator.status import ChildState
+
+RAYJOB = ChildKind("ray.io/v1", "RayJob", "rayjobs")
+
+
+class DataMixtureAdapter(Adapter[DataMixtureSpec, DataMixtureStatus, MixtureJobConfig]):
+    contract = CONTRACT
+    job: ClassVar[ChildKind] = RAYJOB
+    children_kinds: ClassVar[tuple[ChildKind, ...]] = (CONFIG_MAP, RAYJOB)
+
+    def job_config(
+        self, name: str, namespace: str, spec: DataMixtureSpec, deps: dict[str, Resolved]
+    ) -> MixtureJobConfig:
+        return MixtureJobConfig(name=name, namespace=namespace, spec=spec)
+
+    def build(
+        self,
+        name: str,
+        namespace: str,
+        spec: DataMixtureSpec,
+        config: MixtureJobConfig,
+        settings: OperatorSettings,
+    ) -> list[dict[str, Any]]:
+        return builders.build(name, namespace, spec, config, settings.dataImage)
+
+    def observe(self, job: dict[str, Any]) -> ChildState:
+        return observe_rayjob(job)
+
+    def summary(self, spec: DataMixtureSpec, status: DataMixtureStatus) -> list[str]:
+        res = status.result
+        shares = ", ".join(
+            f"{d.removeprefix('RedPajama')} {s:.3f}" for d, s in sorted(res.domainShares.items())
+        )
+        return [
+            f"{res.tokens:,} tokens in {res.chunks} chunks; long-document tokens "
+            f"{res.longDocumentTokenFraction:.0%}",
+            f"shares: {shares}",
+            f"plots: {storage.join(res.uri, 'domains.png')}  {storage.join(res.uri, 'lengths.png')}",
+        ]
+
+
+def observe_rayjob(rayjob: dict[str, Any]) -> ChildState:
+    """Map KubeRay's jobDeploymentStatus / jobStatus to our child state."""
+    status = rayjob.get("status") or {}
+    deployment, job = status.get("jobDeploymentStatus", ""), status.get("jobStatus", "")
+    message = status.get("message", "")
+    attempts = int(status.get("failed") or 0) + int(status.get("succeeded") or 0) or 1
+    if deployment in ("Suspended", "Suspending") or (rayjob.get("spec") or {}).get("suspend"):
+        return ChildState("suspended", message, attempts)
+    if job == "SUCCEEDED" and deployment in ("Complete", "Running", ""):
+        return ChildState("succeeded", message, attempts)
+    if deployment == "Failed" or job in ("FAILED", "STOPPED"):
+        reason = status.get("reason", "")
+        return ChildState("failed", f"RayJob failed: {reason} {message}".strip(), attempts)
+    if job == "RUNNING" or deployment == "Running":
+        return ChildState("running", message, attempts)
+    return ChildState("pending", message or "the Ray cluster is starting", attempts)
