@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "longreach.io"
@@ -118,6 +126,15 @@ Tokens = Annotated[
     WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": TOKENS_PATTERN, "minimum": 1}),
 ]
 
+
+def rounded(digits: int) -> PlainSerializer:
+    """Written with `digits` decimals (status, progress.json): what `kubectl get` shows."""
+    return PlainSerializer(lambda v: round(v, digits), return_type=float, when_used="json")
+
+
+Round1 = Annotated[float, rounded(1)]
+Round3 = Annotated[float, rounded(3)]
+
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 # A Kubernetes resource quantity (`8`, `500m`, `32Gi`); int-or-string in the CRD.
 Quantity = Annotated[
@@ -139,6 +156,25 @@ class StorageSpec(Model):
     """Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, passed to the job as environment."""
     region: str = ""
     """S3 region; empty lets the client decide."""
+    connectTimeout: float = Field(default=10, gt=0)
+    """Seconds to wait for a connection to S3 before a try fails (and is retried)."""
+    readTimeout: float = Field(default=60, gt=0)
+    """Seconds to wait for S3 to answer a request before a try fails (and is retried)."""
+    maxAttempts: int = Field(default=10, ge=1, le=100)
+    """Tries per S3 request: refused connections, timeouts, throttling and 5xx answers are
+    retried with exponential back-off (botocore's retry modes), about two minutes at 10."""
+    retryMode: Literal["standard", "adaptive"] = "standard"
+    """botocore's retry mode: standard, or adaptive (also slows down when throttled)."""
+
+    def access_hint(self) -> str:
+        """What to check when the store refuses or cannot be reached."""
+        where = self.endpoint or "AWS S3"
+        creds = (
+            f"the credentials of Secret {self.secretName!r}"
+            if self.secretName
+            else "the credentials in the environment (no storage.secretName)"
+        )
+        return f"check the bucket and path, the endpoint ({where}) and {creds}"
 
 
 class OutputSpec(Model):
@@ -165,6 +201,14 @@ class Toleration(Model):
 
 class Placement(Model):
     """Where and how the job's pods run; shared by all three kinds."""
+
+    editable: ClassVar[tuple[str, ...]] = (
+        "suspend",
+        "activeDeadlineSeconds",
+        "ttlSecondsAfterFinished",
+    )
+    """The spec fields that may change after creation; every other field is immutable (the CRD
+    rejects the edit: delete and re-create the resource, or retry a failed one)."""
 
     image: str = ""
     """Container image for the job; empty uses the operator's default image for this kind."""
@@ -229,6 +273,9 @@ class StatusBase(Model):
     """When the job succeeded or failed."""
     attempts: int = 0
     """How many times the job has been started (gang restarts included)."""
+    retry: str = ""
+    """The value of the longreach.io/retry annotation the operator last acted on: set the
+    annotation to a new value to retry a Failed resource."""
 
     def percent(self) -> float:
         """How far the job is, 0-100 (each kind's status says where it keeps that)."""

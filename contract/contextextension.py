@@ -3,7 +3,7 @@ training job's config and its progress.json report."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -12,6 +12,8 @@ from longreach.contract.common import (
     OutputSpec,
     Placement,
     Quantity,
+    Round1,
+    Round3,
     StatusBase,
     Tokens,
     rule,
@@ -201,11 +203,11 @@ class TrainProgress(Model):
     """Optimizer steps planned."""
     tokensSeen: int = 0
     """Training tokens consumed."""
-    loss: float = 0
-    """Loss of the last step."""
-    tokensPerSecond: float = 0
-    """Training throughput over the last steps."""
-    percent: float = 0
+    loss: Round3 | None = None
+    """Loss of the last step; unset before the first step."""
+    tokensPerSecond: Round1 | None = None
+    """Training throughput over the last steps; unset before the first step."""
+    percent: Round1 = 0
     """Share of the steps done, 0-100."""
 
 
@@ -223,9 +225,9 @@ class TrainResult(Model):
 
     uri: str = ""
     """The final Hugging Face model folder."""
-    loss: float = 0
+    loss: Round3 = 0
     """Final training loss."""
-    validationLoss: dict[str, float] = {}
+    validationLoss: dict[str, Round3] = {}
     """Validation loss by position bucket, e.g. {"1K": 2.1, "16K": 1.9}."""
 
 
@@ -236,7 +238,7 @@ class ContextExtensionStatus(StatusBase):
     """Progress of training."""
     lastCheckpoint: CheckpointRef = CheckpointRef()
     """The newest complete checkpoint; every restart resumes from it."""
-    result: TrainResult = TrainResult()
+    result: TrainResult | None = None
     """The trained model, once it succeeded."""
 
     def percent(self) -> float:
@@ -260,6 +262,16 @@ class TrainReport(Report):
 class TrainJobConfig(JobConfig):
     """What the training job reads from its config file."""
 
+    kind: ClassVar[str] = "ContextExtension"
+    run_only: ClassVar[dict[str, Any]] = {
+        "spec": {
+            "resources": {"cpu": True, "memory": True, "gpuMemoryGiB": True},
+            "checkpoint": {"keep": True},
+            "maxRestarts": True,
+        },
+        "pauseAfterCheckpointSeconds": True,
+    }
+
     spec: ContextExtensionSpec
     """The ContextExtension's spec, defaults filled in."""
     dataUri: str
@@ -269,7 +281,7 @@ class TrainJobConfig(JobConfig):
 
 
 CONTRACT = KindContract(
-    kind="ContextExtension",
+    kind=TrainJobConfig.kind,
     plural="contextextensions",
     short_name="ctxext",
     spec=ContextExtensionSpec,

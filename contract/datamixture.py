@@ -3,7 +3,7 @@ config and its progress.json report."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -12,6 +12,7 @@ from longreach.contract.common import (
     OutputSpec,
     Placement,
     Quantity,
+    Round1,
     StatusBase,
     Tokens,
     rule,
@@ -138,7 +139,7 @@ class MixtureProgress(Model):
     """Documents read so far."""
     tokensWritten: int = 0
     """Tokens written to shards so far."""
-    percent: float = 0
+    percent: Round1 = 0
     """Share of the job done, 0-100."""
 
 
@@ -162,7 +163,7 @@ class DataMixtureStatus(StatusBase):
 
     progress: MixtureProgress = MixtureProgress()
     """Progress of the running job."""
-    result: MixtureResult = MixtureResult()
+    result: MixtureResult | None = None
     """The output, once it succeeded."""
 
     def percent(self) -> float:
@@ -184,12 +185,15 @@ class MixtureReport(Report):
 class MixtureJobConfig(JobConfig):
     """What the mixture job reads from its config file."""
 
+    kind: ClassVar[str] = "DataMixture"
+    run_only: ClassVar[dict[str, Any]] = {"spec": {"ray": True, "maxCorruptFraction": True}}
+
     spec: DataMixtureSpec
     """The DataMixture's spec, defaults filled in."""
 
 
 CONTRACT = KindContract(
-    kind="DataMixture",
+    kind=MixtureJobConfig.kind,
     plural="datamixtures",
     short_name="dmix",
     spec=DataMixtureSpec,

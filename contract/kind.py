@@ -8,21 +8,53 @@ job commands) is derived from those two.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import Field
 
 from longreach.contract.common import Model, Placement, StatusBase
+from longreach.contract.ownership import LEASE_SECONDS, Owner
 from longreach.contract.report import Report
 
 
 class JobConfig(Model):
     """The fields every job's config file starts with: whose work it is, and the spec."""
 
+    kind: ClassVar[str] = ""
+    """The kind this config belongs to (set by each kind's subclass)."""
+    run_only: ClassVar[dict[str, Any]] = {}
+    """Fields (pydantic `exclude` form) that change how the job runs, not what it writes; the
+    placement fields of the spec and the config's own bookkeeping are always left out."""
+
     name: str
     """The resource's name."""
     namespace: str = "default"
-    """The resource's namespace."""
+    """The resource's namespace (`local` for `longreach run`)."""
+    uid: str = ""
+    """The resource's UID; empty for a local run. With kind, namespace and name, the owner of
+    the output."""
+    leaseSeconds: float = Field(default=LEASE_SECONDS, gt=0)
+    """How long the job's lease on its output lasts without a heartbeat: a second writer of the
+    same resource waits this long for a killed one before taking over."""
     spec: Placement
     """The resource's spec, defaults filled in (narrowed by each kind)."""
+
+    def owner(self) -> Owner:
+        return Owner(kind=self.kind, namespace=self.namespace, name=self.name, uid=self.uid)
+
+    def output_config(self) -> dict[str, Any]:
+        """What decides the output's bytes: the spec without placement and run-only fields,
+        and the config's resolved inputs (e.g. the data or model URI)."""
+        placement = {f: True for f in Placement.model_fields}
+        spec_skip = {**placement, "output": True, **self.run_only.get("spec", {})}
+        own = {"name", "namespace", "uid", "leaseSeconds", "spec"} | {
+            k for k in self.run_only if k != "spec"
+        }
+        return {
+            "kind": self.kind,
+            "spec": self.spec.model_dump(by_alias=True, mode="json", exclude=spec_skip),
+            **self.model_dump(by_alias=True, mode="json", exclude=own),
+        }
 
 
 def column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, Any]:

@@ -3,11 +3,19 @@ config and its progress.json report."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from longreach.contract.common import Model, OutputSpec, Placement, Quantity, StatusBase, rule
+from longreach.contract.common import (
+    Model,
+    OutputSpec,
+    Placement,
+    Quantity,
+    Round1,
+    StatusBase,
+    rule,
+)
 from longreach.contract.kind import JobConfig, KindContract, column
 from longreach.contract.report import Report
 
@@ -187,16 +195,16 @@ class EvalProgress(Model):
     """Cells evaluated."""
     cells: int = 0
     """Cells in the grid."""
-    percent: float = 0
+    percent: Round1 = 0
     """Share done, 0-100."""
 
 
 class EvalResult(Model):
     """The scores."""
 
-    score: float = 0
+    score: Round1 = 0
     """Clean score: mean share of answer words found, 0-100."""
-    paperScore: float = 0
+    paperScore: Round1 = 0
     """The paper's scorer (a perfect answer scores 91.7)."""
     uri: str = ""
     """Where results.json and heatmap.png are."""
@@ -207,7 +215,7 @@ class NeedleEvalStatus(StatusBase):
 
     progress: EvalProgress = EvalProgress()
     """Progress of the grid."""
-    result: EvalResult = EvalResult()
+    result: EvalResult | None = None
     """Scores, once it succeeded."""
 
     def percent(self) -> float:
@@ -229,6 +237,11 @@ class NeedleReport(Report):
 class NeedleJobConfig(JobConfig):
     """What the needle job reads from its config file."""
 
+    kind: ClassVar[str] = "NeedleEval"
+    run_only: ClassVar[dict[str, Any]] = {
+        "spec": {"resources": True, "backend": True, "batchSize": True}
+    }
+
     spec: NeedleEvalSpec
     """The NeedleEval's spec, defaults filled in."""
     modelUri: str
@@ -238,7 +251,7 @@ class NeedleJobConfig(JobConfig):
 
 
 CONTRACT = KindContract(
-    kind="NeedleEval",
+    kind=NeedleJobConfig.kind,
     plural="needleevals",
     short_name="needle",
     spec=NeedleEvalSpec,

@@ -33,6 +33,8 @@ class Report(Model):
     """One line on what the job is doing, or why it ended."""
     error: str = ""
     """The whole error, when state is failed."""
+    badInput: bool = False
+    """The failure is bad input (exit code 2): retrying cannot help, so nothing retries it."""
     updatedAt: float = 0
     """When the job wrote this (seconds since the epoch)."""
     result: Model | None = None
@@ -47,8 +49,7 @@ class Report(Model):
         only `with_result` (the operator sets it once the output is committed)."""
         shared = set(Report.model_fields) - {"result"}
         own = set(type(self).model_fields) - shared - (set() if with_result else {"result"})
-        dumped = self.model_dump(by_alias=True, mode="json", include=own)
-        return {k: v for k, v in dumped.items() if v is not None}
+        return self.model_dump(by_alias=True, mode="json", include=own, exclude_none=True)
 
 
 R = TypeVar("R", bound=Report)
@@ -101,9 +102,11 @@ class ReportWriter(Generic[R]):
     def succeeded(self, message: str, **fields: Any) -> None:
         self.update(force=True, state="succeeded", message=message, error="", **fields)
 
-    def failed(self, error: str, **fields: Any) -> None:
+    def failed(self, error: str, *, bad_input: bool = False, **fields: Any) -> None:
         first = error.strip().splitlines()[0][:300] if error.strip() else "failed"
-        self.update(force=True, state="failed", message=first, error=error, **fields)
+        self.update(
+            force=True, state="failed", message=first, error=error, badInput=bad_input, **fields
+        )
 
     def stopped(self, message: str) -> None:
         self.update(force=True, state="stopped", message=message, error="")

@@ -18,15 +18,22 @@ from longreach.contract.common import StorageSpec
 
 
 def storage_options(uri: str, storage: StorageSpec | None = None) -> dict[str, Any]:
-    """fsspec options for `uri`: the S3 endpoint and region from the spec, nothing for files."""
-    if not uri.startswith("s3://") or storage is None:
+    """fsspec options for `uri`: the S3 endpoint, region, timeouts and retries from the spec;
+    nothing for local files."""
+    if not uri.startswith("s3://"):
         return {}
+    storage = storage or StorageSpec()
     client: dict[str, Any] = {}
     if storage.endpoint:
         client["endpoint_url"] = storage.endpoint
     if storage.region:
         client["region_name"] = storage.region
-    return {"client_kwargs": client} if client else {}
+    config = {
+        "connect_timeout": storage.connectTimeout,
+        "read_timeout": storage.readTimeout,
+        "retries": {"max_attempts": storage.maxAttempts, "mode": storage.retryMode},
+    }
+    return {"client_kwargs": client, "config_kwargs": config}
 
 
 def filesystem(

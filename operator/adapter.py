@@ -27,6 +27,8 @@ class ChildKind:
     api_version: str
     kind: str
     plural: str
+    install: str = ""
+    """What to install when the cluster does not serve this kind (a CRD of another project)."""
 
     @property
     def group(self) -> str:
@@ -87,7 +89,7 @@ class Adapter(ABC, Generic[SpecT, StatusT, ConfigT]):
 
     @abstractmethod
     def job_config(
-        self, name: str, namespace: str, spec: SpecT, deps: dict[str, Resolved]
+        self, name: str, namespace: str, uid: str, spec: SpecT, deps: dict[str, Resolved]
     ) -> ConfigT:
         """The job's config file, with the dependencies' outputs resolved."""
 

@@ -59,33 +59,36 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from longreach.operator.localrun import RunError, run
+    from longreach.operator.processes import Stopped
 
     try:
-        run(args.file, args.artifacts)
+        run(args.file, args.artifacts, force=args.force)
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        return 128 + (e.signum if isinstance(e, Stopped) else 2)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     import os
-    import subprocess
+
+    from longreach.operator import processes
 
     artifacts = str(Path(args.artifacts).resolve())
     # The demo's inputs (corpus, tokenizer, tiny model, haystack) are made by job code, in a
     # process of its own: the operator side never imports the jobs.
     prepare = [sys.executable, "-P", "-m", "longreach.jobs.demo", "--artifacts", artifacts]
     try:
-        code = subprocess.call(prepare, env={**os.environ, "PYTHONSAFEPATH": "1"})
-    except KeyboardInterrupt:
-        return 130
+        with processes.stop_on_signals():
+            code = processes.run(prepare, {**os.environ, "PYTHONSAFEPATH": "1"})
+    except KeyboardInterrupt as e:
+        return 128 + (e.signum if isinstance(e, processes.Stopped) else 2)
     if code != 0:
         print(f"error: preparing the demo's inputs failed (exit code {code})", file=sys.stderr)
         return code
-    args.file, args.artifacts = str(QUICKSTART), artifacts
+    args.file, args.artifacts, args.force = str(QUICKSTART), artifacts, False
     return _run(args)
 
 
@@ -128,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         "--artifacts",
         default="./longreach-artifacts",
         help="artifact directory or URI; relative paths in the file resolve here",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="an output made from another config is deleted and made again (without: stop)",
     )
     p.set_defaults(func=_run)
 

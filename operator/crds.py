@@ -73,9 +73,34 @@ def schema_of(model: type) -> dict[str, Any]:
     return structural(raw, raw.get("$defs", {}))
 
 
+def immutability(spec_schema: dict[str, Any], kind: str, editable: tuple[str, ...]) -> list[Any]:
+    """CEL transition rules: every spec field but the editable ones keeps its value."""
+    required = set(spec_schema.get("required", []))
+    rules = []
+    for name, prop in spec_schema["properties"].items():
+        if name in editable:
+            continue
+        same = f"self.{name} == oldSelf.{name}"
+        if name not in required and "default" not in prop:
+            same = f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || {same})"
+        rules.append(
+            {
+                "rule": same,
+                "message": f"cannot change once the {kind} exists: delete and re-create it "
+                f"(only {', '.join(editable)} can be edited)",
+                "fieldPath": f".{name}",
+            }
+        )
+    return rules
+
+
 def crd(contract: KindContract) -> dict[str, Any]:
     kind, plural, spec_model = contract.kind, contract.plural, contract.spec
     spec_schema = schema_of(spec_model)
+    spec_schema["x-kubernetes-validations"] = [
+        *spec_schema.get("x-kubernetes-validations", []),
+        *immutability(spec_schema, kind, spec_model.editable),
+    ]
     status_schema = schema_of(contract.status)
     status_schema.pop("default", None)
     printer = [

@@ -13,6 +13,8 @@ import os
 import shlex
 import signal
 import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +44,10 @@ class Executor(Protocol):
         """Stop the job for good."""
         ...
 
+    async def discard(self, adapter: AnyAdapter, body: kopf.Body) -> None:
+        """Remove a finished job, so that the next `ensure` starts a new one."""
+        ...
+
 
 class KubernetesExecutor:
     """Creates the children the adapter builds (ConfigMap first, the job last), owned by the resource."""
@@ -62,8 +68,10 @@ class KubernetesExecutor:
             existing = await self.kube.get(
                 main["apiVersion"], main["kind"], namespace, main["metadata"]["name"]
             )
+            if existing is not None and existing["metadata"].get("deletionTimestamp"):
+                return ChildState("pending", "waiting for the previous job to be deleted")
             if existing is not None:
-                return adapter.observe(existing)
+                return observed(adapter, existing)
         # A fresh resource: create everything at once (a pod waits for its ConfigMap anyway);
         # 409 means it exists already, e.g. after an operator restart.
         for obj in objs:
@@ -75,7 +83,7 @@ class KubernetesExecutor:
                 "pending", f"created {main['kind']} {main['metadata']['name']}", created=True
             )
             if created
-            else adapter.observe(existing)
+            else observed(adapter, existing)
         )
 
     async def suspend(self, adapter: AnyAdapter, body: kopf.Body, suspend: bool) -> None:
@@ -93,6 +101,20 @@ class KubernetesExecutor:
         await self.kube.delete(
             job.api_version, job.kind, body.metadata.namespace, body.metadata.name
         )
+
+    async def discard(self, adapter: AnyAdapter, body: kopf.Body) -> None:
+        await self.stop(adapter, body)  # the ConfigMap and Service stay: the spec is immutable
+
+
+def observed(adapter: AnyAdapter, job: dict[str, Any]) -> ChildState:
+    """The adapter's reading of the job object, with the object's creation time."""
+    created = job["metadata"].get("creationTimestamp") or ""
+    since = (
+        datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        if created
+        else 0.0
+    )
+    return replace(adapter.observe(job), since=since)
 
 
 class LocalExecutor:
@@ -139,9 +161,19 @@ class LocalExecutor:
     async def stop(self, adapter: AnyAdapter, body: kopf.Body) -> None:
         _kill(self.folder(adapter, body))
 
+    async def discard(self, adapter: AnyAdapter, body: kopf.Body) -> None:
+        d = self.folder(adapter, body)
+        _kill(d)
+        for name in ("pid", "exitcode"):
+            (d / name).unlink(missing_ok=True)
+
 
 def state_of(d: Path) -> ChildState:
     """The state of a local job from its files: exit code, else whether the pid lives."""
+    return replace(_state_of(d), since=(d / "pid").stat().st_mtime if (d / "pid").exists() else 0.0)
+
+
+def _state_of(d: Path) -> ChildState:
     attempts = _attempts(d)
     if (d / "exitcode").exists():
         code = (d / "exitcode").read_text().strip()

@@ -3,8 +3,10 @@
 No cluster, no operator: the same adapters build each job's config (dependencies resolved
 from the file), the same job modules run as local processes, and their progress.json drives
 a progress line per resource. Relative paths in the file are resolved against the artifact
-directory. A resource whose output is already committed is skipped, and the jobs resume
-from their own shards and checkpoints, so Ctrl-C then running again continues.
+directory. A resource whose output was committed from the same resolved config is skipped;
+one whose output holds another config stops the run with what differs (`--force` deletes it
+and starts over); the jobs resume from their own shards and checkpoints, so Ctrl-C then
+running again continues.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,9 +25,13 @@ from pydantic import ValidationError
 
 from longreach.contract import storage
 from longreach.contract.common import StatusBase
+from longreach.contract.kind import JobConfig
+from longreach.contract.ownership import OWNER_FILE, config_hash, differences, read_record
 from longreach.contract.report import Report, read_report
+from longreach.operator import processes
 from longreach.operator.adapter import AnyAdapter, Resolved
 from longreach.operator.kinds import BY_KIND
+from longreach.operator.outputs import Claimant, collision, refusal
 
 SCHEMES = ("s3://", "file://", "builtin:", "gs://", "hf://")
 
@@ -88,6 +93,14 @@ def load(path: str, artifacts: str) -> list[Resource]:
             where = ".".join(str(p) for p in err["loc"])
             raise RunError(f"{path}: {kind}/{name}: spec.{where}: {err['msg']}") from e
         found[f"{kind}/{name}"] = Resource(kind, name, spec, adapter)
+    claims = [
+        Claimant(f"{i:06d}", r.kind, "local", r.name, r.adapter.output_uri(r.spec))
+        for i, r in enumerate(found.values())
+    ]
+    for me in claims:
+        other = collision(me, claims)
+        if other is not None:
+            raise RunError(f"{path}: {me.kind}/{me.name}: {refusal(me, other)}")
     ordered: list[Resource] = []
     visiting: set[str] = set()
 
@@ -123,37 +136,67 @@ def _report(r: Resource, uri: str) -> Report | None:
     return read_report(uri, r.adapter.contract.report, r.spec.storage)
 
 
-def run_one(r: Resource, done: dict[str, Resource], workdir: Path, out: TextIO) -> None:
+def reuse_or_start_over(r: Resource, config: JobConfig, force: bool, out: TextIO) -> bool:
+    """True when the output is committed from this very config (nothing to run). An output of
+    another config or owner stops the run with what differs, unless `force`, which deletes it
+    so the job starts over."""
+    uri, store = r.adapter.output_uri(r.spec), r.spec.storage
+    committed = storage.exists(storage.join(uri, r.adapter.contract.marker), store)
+    record, _ = read_record(storage.join(uri, OWNER_FILE), store)
+    mine = config.output_config()
+    if record is not None and record.configHash == config_hash(mine):
+        if record.owner == config.owner() and committed and record.state == "finished":
+            print(f"{r.label}: already done with this config ({uri}); skipping", file=out)
+            return True
+        if record.owner.same_resource(config.owner()):
+            return False  # unfinished: the job continues it
+    if record is None and not committed:
+        return False
+    if record is None:
+        why = "a finished output that no owner record claims"
+    elif record.configHash != config_hash(mine):
+        changed = differences(record.config, mine)
+        why = f"an output of another config ({'; '.join(changed[:8]) or 'see owner.json'})"
+    else:
+        why = f"an output of {record.owner.describe()}"
+    if not force:
+        raise RunError(
+            f"{r.label}: {uri} holds {why}; run with --force to delete it and start over, "
+            "or point output.uri somewhere else"
+        )
+    print(f"{r.label}: --force: {uri} holds {why}; deleting it and starting over", file=out)
+    fs, path = storage.filesystem(uri, store)
+    fs.rm(path, recursive=True)
+    return False
+
+
+def run_one(
+    r: Resource, done: dict[str, Resource], workdir: Path, out: TextIO, force: bool = False
+) -> None:
     uri = r.adapter.output_uri(r.spec)
     marker = storage.join(uri, r.adapter.contract.marker)
-    if storage.exists(marker, r.spec.storage):
+    config = r.adapter.job_config(r.name, "local", "", r.spec, _dependencies(r, done))
+    if reuse_or_start_over(r, config, force, out):
         r.succeeded(_report(r, uri))
-        print(f"{r.label}: already done ({marker}); skipping", file=out)
         return
     folder = workdir / r.kind.lower() / r.name
     folder.mkdir(parents=True, exist_ok=True)
-    config = r.adapter.job_config(r.name, "local", r.spec, _dependencies(r, done))
     (folder / "config.json").write_text(config.model_dump_json(by_alias=True, indent=2))
     command = r.adapter.local_command(str(folder / "config.json"), r.spec)
     log_path = folder / "job.log"
     started = time.time()
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONSAFEPATH": "1"},
-            start_new_session=True,
-        )
+        proc = processes.start(command, {**os.environ, "PYTHONSAFEPATH": "1"}, log)
         try:
             while proc.poll() is None:
                 _show(r, uri, started, out)
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            # Let the job stop cleanly (it checkpoints and flushes); a second Ctrl-C is not needed.
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=60)
-            print(f"\n{r.label}: interrupted; run the same command again to continue", file=out)
+        except KeyboardInterrupt as e:  # Ctrl-C, or processes.Stopped (SIGTERM, SIGHUP)
+            # Pass it on and let the job stop cleanly: it releases its output and records
+            # that it stopped; the next run continues from its shards and checkpoints.
+            signum = e.signum if isinstance(e, processes.Stopped) else signal.SIGINT
+            processes.stop(proc, signum)
+            print(f"\n{r.label}: stopped; run the same command again to continue", file=out)
             raise
     report = _report(r, uri)
     _show(r, uri, started, out, final=True)
@@ -196,7 +239,10 @@ def summary(resources: list[Resource]) -> str:
 
 
 def run(
-    path: str, artifacts: str = "./longreach-artifacts", out: TextIO = sys.stdout
+    path: str,
+    artifacts: str = "./longreach-artifacts",
+    out: TextIO = sys.stdout,
+    force: bool = False,
 ) -> list[Resource]:
     if "://" not in artifacts:
         artifacts = str(Path(artifacts).resolve())
@@ -204,8 +250,9 @@ def run(
     workdir = Path(artifacts if "://" not in artifacts else ".longreach-runs") / ".runs"
     done: dict[str, Resource] = {}
     print(f"running {len(resources)} resources from {path}; artifacts in {artifacts}", file=out)
-    for r in resources:
-        run_one(r, done, workdir, out)
-        done[r.label] = r
+    with processes.stop_on_signals():
+        for r in resources:
+            run_one(r, done, workdir, out, force)
+            done[r.label] = r
     print(summary(resources), file=out)
     return resources

@@ -1,17 +1,21 @@
 """The reconcile flow shared by every kind, and its kopf registration.
 
-For each resource, in order: parse the spec, resolve the dependencies, admit the spec, ensure
-the children (create-if-absent, deterministic names, owner references), keep the job's
-suspension in step with the spec, enforce the deadline, then observe the child and the job's
-progress.json. A step that decides the status stops the flow with `Stop`. A timer repeats the
-flow so a vanished, stuck or finished child is noticed without any event.
+For each resource, in order: parse the spec, refuse an output that collides with another
+resource's, resolve the dependencies, admit the spec, ensure the children (create-if-absent,
+deterministic names, owner references), keep the job's suspension in step with the spec,
+enforce the deadline, then observe the child and the job's progress.json. A step that decides
+the status stops the flow with `Stop`. A timer repeats the flow so a vanished, stuck or
+finished child is noticed without any event. A failed resource is retried when its
+`longreach.io/retry` annotation gets a new value.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +30,10 @@ from longreach.contract.report import read_report
 from longreach.operator import metrics
 from longreach.operator.adapter import Adapter, AnyAdapter, Dependency, Resolved
 from longreach.operator.executors import Executor
-from longreach.operator.kinds import BY_KIND
+from longreach.operator.inputs import output_refusal
+from longreach.operator.kinds import ADAPTERS, BY_KIND
 from longreach.operator.kube import Kube
+from longreach.operator.outputs import Claimant, collision, refusal
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import (
     TERMINAL,
@@ -38,6 +44,8 @@ from longreach.operator.status import (
     observe,
     status_patch,
 )
+
+RETRY_ANNOTATION = f"{GROUP}/retry"
 
 
 class Stop(Exception):
@@ -55,7 +63,11 @@ class Current:
 
     name: str
     namespace: str
+    uid: str
     generation: int
+    created: str
+    retry: str
+    """The value of the longreach.io/retry annotation."""
     spec: dict[str, Any]
     status: dict[str, Any]
 
@@ -64,9 +76,21 @@ class Current:
         return cls(
             name=body.metadata.name,
             namespace=body.metadata.namespace,
+            uid=str(body.metadata.uid or ""),
             generation=int(body.metadata.get("generation") or 0),
+            created=str(body.metadata.get("creationTimestamp") or ""),
+            retry=str(body.metadata.annotations.get(RETRY_ANNOTATION, "")),
             spec=dict(body.spec or {}),
             status=dict(body.status or {}),
+        )
+
+    @property
+    def retry_asked(self) -> bool:
+        """Failed, and the retry annotation has a value not acted on yet."""
+        return (
+            self.status.get("phase") == "Failed"
+            and bool(self.retry)
+            and self.retry != self.status.get("retry")
         )
 
     @property
@@ -118,6 +142,31 @@ def resolve(dep: Dependency, obj: dict[str, Any] | None) -> Resolved:
     return Resolved(spec=contract.spec.model_validate(obj["spec"]), status=status)
 
 
+def claimant(kind: str, body: kopf.Body) -> Claimant | None:
+    """A resource's entry in the output index (None without an output)."""
+    uri = ((body.spec or {}).get("output") or {}).get("uri")
+    if not uri:
+        return None
+    meta = body.metadata
+    created = str(meta.get("creationTimestamp") or "")
+    return Claimant(created, kind, meta.namespace, meta.name, str(uri))
+
+
+def exclusive(me: Claimant, indexes: Iterable[Any]) -> None:
+    """Stop with Failed when an earlier resource writes to the same or a nested location."""
+    others = (c for index in indexes for store in index.values() for c in store)
+    other = collision(me, others)
+    if other is not None:
+        why = refusal(me, other)
+        raise Stop(Observation("Failed", "OutputConflict", why), kopf.PermanentError(why))
+
+
+def event_key(phase: str, reason: str, message: str) -> tuple[str, str, str]:
+    """What makes an event: a new phase, reason, or message (numbers aside, so progress
+    updates do not, but a new stage or a dependency's new phase does)."""
+    return phase, reason, re.sub(r"\d+(\.\d+)?", "#", message)
+
+
 def deadline_passed(deadline: int | None, start: str | None, now: float) -> bool:
     """activeDeadlineSeconds: whether a job that started at `start` has run too long."""
     return deadline is not None and bool(start) and now - _epoch(str(start)) > deadline
@@ -133,10 +182,10 @@ class Reconciler:
         # Only kinds that check something before starting pay for the thread hop.
         self.admits = type(adapter).admit is not Adapter.admit
 
-    async def __call__(self, body: kopf.Body, patch: kopf.Patch) -> None:
+    async def __call__(self, body: kopf.Body, patch: kopf.Patch, indexes: list[Any]) -> None:
         started = time.perf_counter()
         try:
-            await self.reconcile(body, patch)
+            await self.reconcile(body, patch, indexes)
         except (kopf.PermanentError, kopf.TemporaryError):
             raise
         except Exception:
@@ -145,20 +194,26 @@ class Reconciler:
         finally:
             metrics.HANDLER_LATENCY.labels(self.adapter.kind).observe(time.perf_counter() - started)
 
-    async def reconcile(self, body: kopf.Body, patch: kopf.Patch) -> None:
+    async def reconcile(self, body: kopf.Body, patch: kopf.Patch, indexes: list[Any]) -> None:
         now = Current.of(body)
+        if now.retry_asked:
+            await self.retry(body, patch, now)
+            return
         if now.finished:
             metrics.track(self.adapter.kind, f"{now.namespace}/{now.name}", now.status["phase"])
             await self.expire(now)
             return
         try:
             spec = parse_spec(self.adapter, now.spec, self.settings)
+            me = claimant(self.adapter.kind, body)
+            if me is not None and not now.started:
+                exclusive(me, indexes)
             deps = await self.dependencies(now, spec)
             await self.admit(now, spec)
             child = await self.ensure(body, now, spec, deps)
             await self.sync_suspend(body, spec, child)
             await self.enforce_deadline(body, now, spec)
-            obs = await self.observe(now, spec, child)
+            obs = await self.observe(body, now, spec, child)
         except Stop as stop:
             self.write(body, patch, now, stop.observation)
             if stop.then is not None:
@@ -188,15 +243,29 @@ class Reconciler:
         self, body: kopf.Body, now: Current, spec: Any, deps: dict[str, Resolved]
     ) -> ChildState:
         """The job's children, created if absent; stops while a just-created job starts."""
-        config = self.adapter.job_config(now.name, now.namespace, spec, deps)
+        config = self.adapter.job_config(now.name, now.namespace, now.uid, spec, deps)
+        if not now.started:  # the job would refuse its output: say so before creating it
+            loop = asyncio.get_running_loop()
+            uri = self.adapter.output_uri(spec)
+            why = await loop.run_in_executor(
+                self.kube.pool, output_refusal, config, uri, spec.storage, self.settings
+            )
+            if why:
+                raise Stop(Observation("Failed", "OutputOwned", why), kopf.PermanentError(why))
         try:
             child = await self.executor.ensure(self.adapter, body, spec, config)
         except ApiException as e:
             if e.status in (409, 429) or e.status >= 500:
                 raise  # conflicts, throttling and server errors: kopf retries
-            # Rejected by the API server or an admission webhook (quota, policy, a bad field):
-            # say so in the status and try again later, in case the cause goes away.
-            why = _api_message(e)
+            # Rejected by the API server or an admission webhook (quota, policy, a bad field),
+            # or the job's kind is not installed: say so and try again later.
+            job = self.adapter.job
+            why = (
+                f"cannot create the job: the {job.kind} API ({job.api_version}) is not served "
+                f"by this cluster; {job.install}"
+                if e.status == 404
+                else _api_message(e)
+            )
             raise Stop(
                 Observation("Pending", "CreateFailed", why), kopf.TemporaryError(why, delay=15)
             ) from e
@@ -219,7 +288,9 @@ class Reconciler:
         message = f"ran longer than activeDeadlineSeconds={deadline}; the job was stopped"
         raise Stop(Observation("Failed", "DeadlineExceeded", message))
 
-    async def observe(self, now: Current, spec: Any, child: ChildState) -> Observation:
+    async def observe(
+        self, body: kopf.Body, now: Current, spec: Any, child: ChildState
+    ) -> Observation:
         """The child's state, the job's report and the commit marker, as one observation."""
         loop = asyncio.get_running_loop()
         uri, contract = self.adapter.output_uri(spec), self.adapter.contract
@@ -230,7 +301,20 @@ class Reconciler:
             self.kube.pool, storage.exists, storage.join(uri, contract.marker), spec.storage
         )
         attempts = int(now.status.get("attempts") or 0)
-        return observe(child, report, committed, contract.marker, attempts)
+        obs = observe(child, report, committed, contract.marker, attempts)
+        if obs.phase == "Failed" and child.state not in ("failed", "succeeded"):
+            await self.executor.stop(self.adapter, body)  # e.g. a RayJob about to retry
+        return obs
+
+    async def retry(self, body: kopf.Body, patch: kopf.Patch, now: Current) -> None:
+        """Discard the failed job and start over: the next reconcile creates a new one, which
+        resumes from the job's own shards and checkpoints."""
+        await self.executor.discard(self.adapter, body)
+        message = (
+            f"retrying ({RETRY_ANNOTATION}={now.retry}) after: {now.status.get('message', '')}"
+        )
+        fields = {"retry": now.retry, "completionTime": ""}
+        self.write(body, patch, now, Observation("Pending", "Retrying", message, fields))
 
     async def expire(self, now: Current) -> None:
         """ttlSecondsAfterFinished: delete the finished resource (its children go with it)."""
@@ -252,8 +336,12 @@ class Reconciler:
         before = old.get("phase") or "Pending"
         if before != obs.phase or not old.get("phase"):
             metrics.TRANSITIONS.labels(self.adapter.kind, before, obs.phase).inc()
+        ready = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), {})
+        was = event_key(before, ready.get("reason", ""), old.get("message", ""))
+        if not old.get("phase") or was != event_key(obs.phase, obs.reason, obs.message):
+            # The event says what the status now says, at every change worth a line.
             emit = kopf.warn if obs.phase == "Failed" else kopf.info
-            emit(dict(body), reason=obs.phase, message=obs.message[:1000] or obs.phase)
+            emit(dict(body), reason=obs.reason, message=obs.message[:1000] or obs.phase)
 
 
 def _read_report(uri: str, model: Any, store: Any) -> Any:
@@ -278,14 +366,23 @@ def _epoch(timestamp: str) -> float:
     return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
+def index_name(adapter: AnyAdapter) -> str:
+    """The kopf index of a kind's output locations (every handler receives every index)."""
+    return f"{adapter.plural}_outputs"
+
+
 def register(
     adapter: AnyAdapter, executor: Executor, kube: Kube, settings: OperatorSettings
 ) -> None:
     """Register the reconcile handlers of one kind with kopf."""
     reconciler = Reconciler(adapter, executor, kube, settings)
 
-    async def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await reconciler(body, patch)
+    async def on_change(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        await reconciler(body, patch, [kwargs[index_name(a)] for a in ADAPTERS])
+
+    @kopf.index(GROUP, VERSION, adapter.plural, id=index_name(adapter))
+    def outputs(body: kopf.Body, **_: Any) -> Claimant | None:
+        return claimant(adapter.kind, body)
 
     # A failed reconcile is retried soon: most failures are a dependency or an API hiccup.
     for decorator in (kopf.on.create, kopf.on.resume):

@@ -26,6 +26,9 @@ class ChildState:
     attempts: int = 0
     created: bool = False
     """True when this reconcile has just created the job."""
+    since: float = 0.0
+    """When the job object was created (seconds since the epoch): reports older than that are
+    from an earlier job."""
 
 
 @dataclass
@@ -40,12 +43,26 @@ class Observation:
     attempts: int | None = None
 
 
+def bad_input(child: ChildState, report: Report | None) -> bool:
+    """The current job reported bad input: it fails once, whatever the child's own retry
+    policy would do next (a RayJob retries any failure)."""
+    return (
+        report is not None
+        and report.state == "failed"
+        and report.badInput
+        and child.state != "succeeded"
+        and report.updatedAt >= child.since
+    )
+
+
 def phase_of(
     child: ChildState, report: Report | None, output_committed: bool, marker: str
 ) -> tuple[str, str, str]:
     """(phase, reason, message) for a resource whose child exists. `Succeeded` only when the
     child succeeded AND the output's commit marker exists."""
     said = report.message if report else ""
+    if bad_input(child, report):
+        return "Failed", "BadInput", report.error or said  # type: ignore[union-attr]
     if child.state == "succeeded":
         if output_committed:
             return "Succeeded", "Completed", said or "the job succeeded and its output is committed"

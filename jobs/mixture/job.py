@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from longreach.contract.datamixture import (
+    CONTRACT,
     DataMixtureSpec,
     MixtureJobConfig,
     MixtureProgress,
@@ -21,6 +22,7 @@ from longreach.contract.datamixture import (
     MixtureResult,
 )
 from longreach.contract.errors import InputError
+from longreach.contract.ownership import Lease
 from longreach.contract.report import ReportWriter
 from longreach.contract.storage import (
     filesystem,
@@ -29,8 +31,9 @@ from longreach.contract.storage import (
     write_bytes,
     write_json,
 )
-from longreach.jobs.mixture.manifest import build_manifest, config_hash, output_config, plot_png
-from longreach.jobs.mixture.output import ConfigConflict, check_output, finish
+from longreach.jobs.entry import claim
+from longreach.jobs.mixture.manifest import build_manifest, plot_png
+from longreach.jobs.mixture.output import finish, finished_manifest
 from longreach.jobs.mixture.raymap import RunOptions, connect_ray, ray_map, unwrap
 from longreach.jobs.mixture.readers import FileUnit, check_first_record, list_files
 from longreach.jobs.mixture.selection import (
@@ -51,6 +54,7 @@ class Context:
     spec: DataMixtureSpec
     options: RunOptions
     report: ReportWriter[MixtureReport]
+    lease: Lease
     units: list[FileUnit] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -76,11 +80,6 @@ def check_inputs(ctx: Context) -> TokenizerInfo:
         files = list_files(i, source, storage)
         check_first_record(files[0], source, storage)
         ctx.units.extend(files)
-    write_json(
-        join(ctx.work, "config.json"),
-        {"configHash": config_hash(ctx.spec), "config": output_config(ctx.spec)},
-        storage,
-    )
     return tokenizer
 
 
@@ -191,50 +190,30 @@ def succeeded(ctx: Context, manifest: dict[str, Any], message: str) -> None:
 
 
 def run(config: MixtureJobConfig, options: RunOptions | None = None) -> dict[str, Any]:
-    """Build the mixture; returns the manifest. Raises InputError (ConfigConflict is one) or
+    """Build the mixture; returns the manifest. Raises InputError (OwnershipError is one) or
     the storage error, after reporting it in progress.json."""
     spec = config.spec
     options = options or RunOptions()
     writer = ReportWriter(
         spec.output.uri, spec.storage, MixtureReport(), interval=options.progress_interval
     )
-    ctx = Context(spec, options, writer)
-    try:
-        return _run(ctx)
-    except BaseException as exc:
-        err = unwrap(exc)
-        # A conflict means the output (and its progress.json) belongs to another config:
-        # leave it as it is; the error goes to stderr and the exit code.
-        if not isinstance(err, ConfigConflict):
-            _report_failure(ctx, err)
-        if err is not exc:
-            raise err from None
-        raise
-
-
-def _report_failure(ctx: Context, err: BaseException) -> None:
-    error = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
-    try:
-        ctx.report.failed(
-            error, progress=MixtureProgress(documentsRead=ctx.state.get("records", 0))
-        )
-    except Exception:
-        log.warning("could not write progress.json to %s", ctx.out)
+    with claim(config, writer, marker=CONTRACT.marker) as lease:
+        try:
+            return _run(Context(spec, options, writer, lease))
+        except Exception as exc:  # Ray wraps our errors: raise the user's own
+            err = unwrap(exc)
+            if err is not exc:
+                raise err from None
+            raise
 
 
 def _run(ctx: Context) -> dict[str, Any]:
     spec, storage = ctx.spec, ctx.spec.storage
-    done = check_output(spec)
+    done = finished_manifest(spec)
     if done is not None:
         succeeded(ctx, done, "already built with this config")
         return done
-    try:
-        ctx.report.running("checking inputs")
-    except Exception as exc:
-        raise InputError(
-            f"output.uri {ctx.out}: cannot write there ({type(exc).__name__}: {exc}); "
-            "check the bucket, storage.endpoint and the AWS credentials"
-        ) from exc
+    ctx.report.running("checking inputs")
     tokenizer = check_inputs(ctx)
     connect_ray(ctx.options)
     scorer = Scorer.from_spec(spec)
@@ -287,7 +266,9 @@ def _commit(
     manifest["validationChunksPerDomain"] = finished["validationDomains"]
     for name in ("domains", "lengths"):
         write_bytes(join(ctx.out, f"{name}.png"), plot_png(manifest, name), storage)
+    ctx.lease.check()  # never commit an output another writer has taken over
     write_json(join(ctx.out, "manifest.json"), manifest, storage)
+    ctx.lease.finish()
     warned = (
         f"; {len(notes['warnings'])} warnings, first: {notes['warnings'][0]}"
         if notes["warnings"]

@@ -1,4 +1,4 @@
-"""The output location: refusing someone else's output, and the driver's last shards.
+"""The output location: a finished manifest, and the driver's last shards.
 
 Per-file shards are written by the build pass; the driver then packs what each file left
 over (its trailing partial chunk, and its validation documents) in file order, streaming
@@ -12,44 +12,17 @@ from typing import Any
 
 from longreach.contract.common import StorageSpec
 from longreach.contract.datamixture import DataMixtureSpec
-from longreach.contract.errors import InputError
-from longreach.contract.storage import filesystem, join, read_json_if_exists, write_bytes
-from longreach.jobs.mixture.manifest import config_hash
+from longreach.contract.storage import join, read_json_if_exists, write_bytes
 from longreach.jobs.mixture.pack import Chunk, Packer, parquet_bytes, shard_entry
 from longreach.jobs.mixture.units import read_carry, unit_name
 
 SHARD_BYTES = 256 << 20
-FIX = "point output.uri somewhere new, or delete the old output to rebuild it"
 
 
-class ConfigConflict(InputError):
-    """The output location holds a mixture of another config."""
-
-
-def check_output(spec: DataMixtureSpec) -> dict[str, Any] | None:
-    """The finished manifest of this config, None to go on, or ConfigConflict."""
-    out, storage, wanted = spec.output.uri, spec.storage, config_hash(spec)
-    manifest = read_json_if_exists(join(out, "manifest.json"), storage)
-    if manifest is not None:
-        if manifest.get("configHash") != wanted:
-            raise ConfigConflict(
-                f"output.uri {out} holds a finished mixture of another config (hash "
-                f"{str(manifest.get('configHash'))[:12]}, this one {wanted[:12]}); {FIX}"
-            )
-        return manifest
-    started = read_json_if_exists(join(out, "_work", "config.json"), storage)
-    if started is not None and started.get("configHash") != wanted:
-        raise ConfigConflict(
-            f"output.uri {out} holds an unfinished mixture of another config (hash "
-            f"{str(started.get('configHash'))[:12]}, this one {wanted[:12]}); {FIX}"
-        )
-    fs, path = filesystem(out, storage)
-    if started is None and (fs.exists(f"{path}/train") or fs.exists(f"{path}/validation")):
-        raise ConfigConflict(
-            f"output.uri {out} already has train/ or validation/ shards that no run of this "
-            f"job started; {FIX}"
-        )
-    return None
+def finished_manifest(spec: DataMixtureSpec) -> dict[str, Any] | None:
+    """The committed manifest, when this config's output is already finished (the owner record,
+    claimed before, guarantees that it is this config's)."""
+    return read_json_if_exists(join(spec.output.uri, "manifest.json"), spec.storage)
 
 
 @dataclass

@@ -69,13 +69,9 @@ def list_files(index: int, source: SourceSpec, storage: StorageSpec | None) -> l
             root, found = path.rstrip("/"), fs.find(path)
         else:
             raise InputError(f"{where}: nothing there; check the bucket, prefix and spelling")
-    except InputError:
-        raise
-    except Exception as exc:  # s3fs raises many kinds: say where and what to check
-        raise InputError(
-            f"{where}: cannot list it ({type(exc).__name__}: {exc}); check the bucket name, "
-            "storage.endpoint and the AWS credentials"
-        ) from exc
+    except (PermissionError, FileNotFoundError, ValueError, ImportError) as exc:  # not transient
+        hint = (storage or StorageSpec()).access_hint()
+        raise InputError(f"{where}: cannot list it ({type(exc).__name__}: {exc}); {hint}") from exc
     units = []
     for p in sorted(found):
         name = p.rsplit("/", 1)[-1]

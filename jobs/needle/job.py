@@ -29,13 +29,16 @@ from longreach.contract import storage
 from longreach.contract.common import StorageSpec
 from longreach.contract.errors import InputError
 from longreach.contract.needleeval import (
+    CONTRACT,
     EvalProgress,
     EvalResult,
     NeedleEvalSpec,
     NeedleJobConfig,
     NeedleReport,
 )
+from longreach.contract.ownership import Lease
 from longreach.contract.report import ReportWriter
+from longreach.jobs.entry import claim
 from longreach.jobs.fetch import fetch_model
 from longreach.jobs.needle.backends import Backend, open_backend
 from longreach.jobs.needle.grid import Cell, ContextBuilder, cell_key
@@ -129,12 +132,9 @@ def run(config: NeedleJobConfig, backend: Backend | None = None) -> dict[str, An
     """
     spec = config.spec
     writer = ReportWriter(spec.output.uri, spec.storage, NeedleReport(), interval=2.0)
-    writer.running("reading the haystack and the model's tokenizer")
-    try:
-        return _evaluate(config, backend, writer)
-    except Exception as e:
-        writer.failed(str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}")
-        raise
+    with claim(config, writer, marker=CONTRACT.marker) as lease:
+        writer.running("reading the haystack and the model's tokenizer")
+        return _evaluate(config, backend, writer, lease)
 
 
 def model_folder(config: NeedleJobConfig) -> str:
@@ -146,7 +146,10 @@ def model_folder(config: NeedleJobConfig) -> str:
 
 
 def _evaluate(
-    config: NeedleJobConfig, backend: Backend | None, writer: ReportWriter[NeedleReport]
+    config: NeedleJobConfig,
+    backend: Backend | None,
+    writer: ReportWriter[NeedleReport],
+    lease: Lease,
 ) -> dict[str, Any]:
     spec = config.spec
     out, st = spec.output.uri, spec.storage
@@ -199,7 +202,7 @@ def _evaluate(
             )
     rows = [done[cell_key(n, d)] for n in lengths for d in depths]
     summary = _summary(config, rows, haystack, builder, limit, backend, time.time() - started)
-    _commit(config, rows, summary, writer)
+    _commit(config, rows, summary, writer, lease)
     return {"generated": len(todo), "skipped": skipped, "summary": summary}
 
 
@@ -284,6 +287,7 @@ def _commit(
     rows: list[dict[str, Any]],
     summary: dict[str, Any],
     writer: ReportWriter[NeedleReport],
+    lease: Lease,
 ) -> None:
     """heatmap.png, then results.json (the success marker), then the final progress."""
     spec = config.spec
@@ -299,7 +303,9 @@ def _commit(
     storage.write_bytes(storage.join(out, "heatmap.png"), png, st)
     cells = [{k: v for k, v in r.items() if k != "fingerprint"} for r in rows]
     results = {**summary, "cells": cells, "spec": spec.wire()}
+    lease.check()  # never commit over an output another writer has taken over
     storage.write_json(storage.join(out, "results.json"), results, st)
+    lease.finish()
     note = summary["extrapolation"]["note"]
     writer.succeeded(
         f"score {summary['score']:.1f}, paper-compatible {summary['paperScore']:.1f}"

@@ -9,9 +9,9 @@ import argparse
 import os
 import sys
 
-from longreach.contract.contextextension import TrainJobConfig
-from longreach.contract.errors import InputError
+from longreach.contract.contextextension import CONTRACT, TrainJobConfig
 from longreach.jobs import entry
+from longreach.jobs.entry import claim
 from longreach.jobs.train.dist import rendezvous
 from longreach.jobs.train.job import run_job
 from longreach.jobs.train.report import Reporter
@@ -21,11 +21,9 @@ def run(config: TrainJobConfig, args: argparse.Namespace) -> None:
     rdzv = rendezvous(os.environ)
     os.environ.update(rdzv.env())  # a plain `python -m` gets single-process rendezvous values
     reporter = Reporter(config.spec.output.uri, config.spec.storage, enabled=rdzv.isMain)
-    try:
-        run_job(config, rdzv, reporter)
-    except Exception as e:
-        reporter.failed(str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}")
-        raise
+    # Rank 0 holds the lease on the output and writes progress; the other ranks follow it.
+    with claim(config, reporter.writer, marker=CONTRACT.marker, holder=rdzv.isMain) as lease:
+        run_job(config, rdzv, reporter, lease)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,13 +11,14 @@ from longreach.contract.contextextension import (
     TrainProgress,
     TrainResult,
 )
+from longreach.contract.ownership import Lease
 from longreach.jobs.train import checkpoint
 from longreach.jobs.train.dist import Rendezvous
 from longreach.jobs.train.prepare import prepare
 from longreach.jobs.train.report import Reporter
 
 
-def run_job(config: TrainJobConfig, rdzv: Rendezvous, reporter: Reporter) -> None:
+def run_job(config: TrainJobConfig, rdzv: Rendezvous, reporter: Reporter, lease: Lease) -> None:
     import torch
 
     from longreach.jobs.train.trainer import resume, setup, train_loop, validate, write_final
@@ -59,4 +60,4 @@ def run_job(config: TrainJobConfig, rdzv: Rendezvous, reporter: Reporter) -> Non
     reporter.running("computing validation loss by position")
     validation = validate(run)
     reporter.running("writing final/")
-    write_final(run, state, loss, validation)
+    write_final(run, state, loss, validation, lease)

@@ -10,6 +10,7 @@ from typing import Any
 
 from longreach.contract import storage
 from longreach.contract.contextextension import CheckpointRef, TrainProgress, TrainResult
+from longreach.contract.ownership import Lease
 from longreach.jobs.train import checkpoint
 from longreach.jobs.train.compute import (
     flops_per_token,
@@ -242,7 +243,9 @@ def validate(run: Run) -> dict[str, float]:
     )  # fmt: skip
 
 
-def write_final(run: Run, state: State, loss: float, validation: dict[str, float]) -> None:
+def write_final(
+    run: Run, state: State, loss: float, validation: dict[str, float], lease: Lease
+) -> None:
     """final/ in the order the operator relies on: the model folder, metrics.jsonl, the
     succeeded progress with the result, and final/longreach.json last."""
     p = run.prepared
@@ -270,6 +273,8 @@ def write_final(run: Run, state: State, loss: float, validation: dict[str, float
             "validationLoss": validation,
             **p.rope,
         }
+        lease.check()  # never commit over an output another writer has taken over
         storage.write_json(storage.join(out, "longreach.json"), summary, spec.storage)
+        lease.finish()
         shutil.rmtree(local, ignore_errors=True)
     barrier()

@@ -12,16 +12,24 @@ from longreach.contract.contextextension import (
     ContextExtensionSpec,
     ContextExtensionStatus,
     TrainJobConfig,
+    TrainResult,
 )
 from longreach.contract.datamixture import CONTRACT as DATAMIXTURE
 from longreach.contract.datamixture import DataMixtureSpec, DataMixtureStatus
 from longreach.operator.adapter import CONFIG_MAP, SERVICE, Adapter, ChildKind, Dependency, Resolved
 from longreach.operator.contextextension import builders
 from longreach.operator.contextextension.memory import plan
+from longreach.operator.inputs import first_missing
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import ChildState
 
-JOBSET = ChildKind("jobset.x-k8s.io/v1alpha2", "JobSet", "jobsets")
+JOBSET = ChildKind(
+    "jobset.x-k8s.io/v1alpha2",
+    "JobSet",
+    "jobsets",
+    install="install JobSet (v0.10 or later; kubectl apply --server-side -f the release's "
+    "manifests.yaml from github.com/kubernetes-sigs/jobset), which brings the JobSet CRD",
+)
 
 
 class ContextExtensionAdapter(
@@ -36,15 +44,21 @@ class ContextExtensionAdapter(
         return [Dependency(DATAMIXTURE.kind, ref)] if ref else []
 
     def job_config(
-        self, name: str, namespace: str, spec: ContextExtensionSpec, deps: dict[str, Resolved]
+        self,
+        name: str,
+        namespace: str,
+        uid: str,
+        spec: ContextExtensionSpec,
+        deps: dict[str, Resolved],
     ) -> TrainJobConfig:
         data_uri = spec.data.uri
         if data_uri is None:
             mixture = deps[str(spec.data.dataMixtureRef)]
             assert isinstance(mixture.spec, DataMixtureSpec)
             assert isinstance(mixture.status, DataMixtureStatus)
-            data_uri = mixture.status.result.uri or mixture.spec.output.uri
-        return TrainJobConfig(name=name, namespace=namespace, spec=spec, dataUri=data_uri)
+            result = mixture.status.result
+            data_uri = result.uri if result else mixture.spec.output.uri
+        return TrainJobConfig(name=name, namespace=namespace, uid=uid, spec=spec, dataUri=data_uri)
 
     def build(
         self,
@@ -60,11 +74,22 @@ class ContextExtensionAdapter(
         return observe_jobset(job)
 
     def local_command(self, config_path: str, spec: ContextExtensionSpec) -> list[str]:
-        return builders.local_torchrun(config_path, spec)
+        return builders.local_command(config_path, spec)
 
     def admit(self, spec: ContextExtensionSpec, settings: OperatorSettings) -> str | None:
-        """Refuse, with the planner's numbers, a run that cannot fit its GPUs. Only when the
-        model's config.json was read: an estimate from assumed shapes refuses nothing."""
+        """Refuse a model or data that are not there, and, with the planner's numbers, a run
+        that cannot fit its GPUs (only when the model's config.json was read: an estimate from
+        assumed shapes refuses nothing)."""
+        checks = []
+        if spec.model.uri:
+            folder = "point it at a Hugging Face model folder (config.json, weights, tokenizer)"
+            checks.append(("model.uri", storage.join(spec.model.uri, "config.json"), folder))
+        if spec.data.uri:
+            finished = "point it at a finished DataMixture output (with manifest.json)"
+            checks.append(("data.uri", storage.join(spec.data.uri, "manifest.json"), finished))
+        refusal = first_missing(checks, spec.storage, settings)
+        if refusal:
+            return refusal
         config = read_model_config(spec)
         if config is None:
             return None
@@ -72,7 +97,8 @@ class ContextExtensionAdapter(
         return None if p.fits else f"{p.message} (see `longreach plan`)"
 
     def summary(self, spec: ContextExtensionSpec, status: ContextExtensionStatus) -> list[str]:
-        res, out = status.result, spec.output.uri
+        out = spec.output.uri
+        res = status.result or TrainResult(uri=storage.join(out, "final"))
         losses = sorted(res.validationLoss.items(), key=lambda kv: parse_tokens(kv[0]))
         val = ", ".join(f"@{k} {v:.3f}" for k, v in losses)
         return [

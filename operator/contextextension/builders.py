@@ -46,20 +46,14 @@ def torchrun_args(spec: ContextExtensionSpec) -> list[str]:
     ]
 
 
-def local_torchrun(config_path: str, spec: ContextExtensionSpec) -> list[str]:
-    """Local mode: `torchrun --standalone` with every training process on this machine."""
-    return [
-        sys.executable,
-        "-P",
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={spec.world_size()}",
-        "-m",
-        CONTRACT.job_module,
-        "--config",
-        config_path,
-    ]
+def local_command(config_path: str, spec: ContextExtensionSpec) -> list[str]:
+    """Local mode: the job itself for one training process, `torchrun --standalone` with every
+    process on this machine for more (torchrun's own start and shutdown take seconds)."""
+    job = ["-m", CONTRACT.job_module, "--config", config_path]
+    if spec.world_size() == 1:
+        return [sys.executable, "-P", *job]
+    launcher = ["-m", "torch.distributed.run", "--standalone"]
+    return [sys.executable, "-P", *launcher, f"--nproc-per-node={spec.world_size()}", *job]
 
 
 def build_service(name: str, namespace: str) -> dict[str, Any]:

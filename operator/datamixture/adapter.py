@@ -10,13 +10,21 @@ from longreach.contract.datamixture import (
     DataMixtureSpec,
     DataMixtureStatus,
     MixtureJobConfig,
+    MixtureResult,
 )
 from longreach.operator.adapter import CONFIG_MAP, Adapter, ChildKind, Resolved
 from longreach.operator.datamixture import builders
+from longreach.operator.inputs import first_missing
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import ChildState
 
-RAYJOB = ChildKind("ray.io/v1", "RayJob", "rayjobs")
+RAYJOB = ChildKind(
+    "ray.io/v1",
+    "RayJob",
+    "rayjobs",
+    install="install KubeRay's operator (v1.5 or later; e.g. helm install kuberay-operator "
+    "kuberay/kuberay-operator), which brings the RayJob CRD",
+)
 
 
 class DataMixtureAdapter(Adapter[DataMixtureSpec, DataMixtureStatus, MixtureJobConfig]):
@@ -25,9 +33,9 @@ class DataMixtureAdapter(Adapter[DataMixtureSpec, DataMixtureStatus, MixtureJobC
     children_kinds: ClassVar[tuple[ChildKind, ...]] = (CONFIG_MAP, RAYJOB)
 
     def job_config(
-        self, name: str, namespace: str, spec: DataMixtureSpec, deps: dict[str, Resolved]
+        self, name: str, namespace: str, uid: str, spec: DataMixtureSpec, deps: dict[str, Resolved]
     ) -> MixtureJobConfig:
-        return MixtureJobConfig(name=name, namespace=namespace, spec=spec)
+        return MixtureJobConfig(name=name, namespace=namespace, uid=uid, spec=spec)
 
     def build(
         self,
@@ -42,8 +50,23 @@ class DataMixtureAdapter(Adapter[DataMixtureSpec, DataMixtureStatus, MixtureJobC
     def observe(self, job: dict[str, Any]) -> ChildState:
         return observe_rayjob(job)
 
+    def admit(self, spec: DataMixtureSpec, settings: OperatorSettings) -> str | None:
+        """Refuse sources or a tokenizer that are not there: a RayJob retries every failure."""
+        tok = spec.tokenizer.uri
+        tokenizer = (
+            tok if tok.rstrip("/").endswith(".json") else storage.join(tok, "tokenizer.json")
+        )
+        checks = [
+            (f"sources[{i}].uri", s.uri, "point it at a corpus file, prefix or glob")
+            for i, s in enumerate(spec.sources)
+        ]
+        checks.append(
+            ("tokenizer.uri", tokenizer, "point it at a tokenizer.json or a folder with one")
+        )
+        return first_missing(checks, spec.storage, settings)
+
     def summary(self, spec: DataMixtureSpec, status: DataMixtureStatus) -> list[str]:
-        res = status.result
+        res = status.result or MixtureResult(uri=spec.output.uri)
         shares = ", ".join(
             f"{d.removeprefix('RedPajama')} {s:.3f}" for d, s in sorted(res.domainShares.items())
         )

@@ -9,11 +9,13 @@ from longreach.contract.contextextension import CONTRACT as CONTEXTEXTENSION
 from longreach.contract.contextextension import ContextExtensionSpec, ContextExtensionStatus
 from longreach.contract.needleeval import (
     CONTRACT,
+    EvalResult,
     NeedleEvalSpec,
     NeedleEvalStatus,
     NeedleJobConfig,
 )
 from longreach.operator.adapter import CONFIG_MAP, Adapter, ChildKind, Dependency, Resolved
+from longreach.operator.inputs import first_missing
 from longreach.operator.needleeval import builders
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import ChildState
@@ -31,18 +33,20 @@ class NeedleEvalAdapter(Adapter[NeedleEvalSpec, NeedleEvalStatus, NeedleJobConfi
         return [Dependency(CONTEXTEXTENSION.kind, ref)] if ref else []
 
     def job_config(
-        self, name: str, namespace: str, spec: NeedleEvalSpec, deps: dict[str, Resolved]
+        self, name: str, namespace: str, uid: str, spec: NeedleEvalSpec, deps: dict[str, Resolved]
     ) -> NeedleJobConfig:
         model_uri, training_length = spec.model.uri or spec.model.name, None
         if model_uri is None:
             run = deps[str(spec.model.contextExtensionRef)]
             assert isinstance(run.spec, ContextExtensionSpec)
             assert isinstance(run.status, ContextExtensionStatus)
-            model_uri = run.status.result.uri or storage.join(run.spec.output.uri, "final")
+            result = run.status.result
+            model_uri = result.uri if result else storage.join(run.spec.output.uri, "final")
             training_length = run.spec.sequenceLength
         return NeedleJobConfig(
             name=name,
             namespace=namespace,
+            uid=uid,
             spec=spec,
             modelUri=model_uri,
             trainingLength=training_length,
@@ -61,8 +65,16 @@ class NeedleEvalAdapter(Adapter[NeedleEvalSpec, NeedleEvalStatus, NeedleJobConfi
     def observe(self, job: dict[str, Any]) -> ChildState:
         return observe_job(job)
 
+    def admit(self, spec: NeedleEvalSpec, settings: OperatorSettings) -> str | None:
+        """Refuse a model folder or haystack that are not there."""
+        checks = [("haystack.uri", spec.haystack.uri, "point it at a folder or glob of .txt files")]
+        if spec.model.uri:
+            folder = "point it at a Hugging Face model folder (config.json, weights, tokenizer)"
+            checks.insert(0, ("model.uri", storage.join(spec.model.uri, "config.json"), folder))
+        return first_missing(checks, spec.storage, settings)
+
     def summary(self, spec: NeedleEvalSpec, status: NeedleEvalStatus) -> list[str]:
-        res = status.result
+        res = status.result or EvalResult(uri=spec.output.uri)
         return [
             f"needle score {res.score:.1f} (paper's scorer: {res.paperScore:.1f})",
             f"heatmap: {storage.join(res.uri, 'heatmap.png')}  "

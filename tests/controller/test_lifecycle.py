@@ -132,12 +132,13 @@ def test_rayjob_lifecycle_drives_phase_conditions_events_and_columns(
         "-o",
         "json",
     ).stdout
-    reasons = {
-        e["reason"]
+    said = {
+        e["reason"]: e["message"]
         for e in json.loads(events)["items"]
         if e["involvedObject"]["kind"] == "DataMixture"
     }
-    assert {"Pending", "Running", "Succeeded"} <= reasons
+    assert {"Created", "Running", "Completed"} <= set(said)
+    assert said["Completed"] == status["message"]  # the event says what the status says
     assert "datamixture.longreach.io/mix" in cp.kubectl("get", "longreach", "-n", namespace).stdout
 
     metrics = (

@@ -14,7 +14,8 @@ import pytest
 
 from longreach.contract.common import StorageSpec
 from longreach.contract.errors import InputError
-from longreach.jobs.mixture.job import ConfigConflict, run
+from longreach.contract.ownership import OwnershipError
+from longreach.jobs.mixture.job import run
 from longreach.jobs.mixture.raymap import RunOptions
 
 from .conftest import mixture_config
@@ -94,19 +95,18 @@ def test_a_changed_config_is_refused_and_the_same_one_is_a_no_op(
     start = time.time()
     again = run(config(tmp_path / "a", ray={"workers": 9}), RunOptions())  # placement only
     assert again == first and time.time() - start < 5
-    with pytest.raises(ConfigConflict, match="finished mixture of another config"):
+    with pytest.raises(
+        OwnershipError, match=r"finished output of another config .*spec\.seed: 15213 -> 1"
+    ):
         run(config(tmp_path / "a", seed=1), RunOptions())
     assert (tmp_path / "a" / "manifest.json").exists()  # the other config's output is untouched
     assert json.loads((tmp_path / "a" / "progress.json").read_text())["state"] == "succeeded"
 
-    (tmp_path / "b" / "_work").mkdir(parents=True)
-    (tmp_path / "b" / "_work" / "config.json").write_text('{"configHash": "0123456789abcdef"}')
-    with pytest.raises(ConfigConflict, match="unfinished mixture of another config"):
-        run(config(tmp_path / "b"), RunOptions())
     (tmp_path / "c" / "train").mkdir(parents=True)
     (tmp_path / "c" / "train" / "part-00000.parquet").write_bytes(b"x")
-    with pytest.raises(ConfigConflict, match="no run of this job started"):
+    with pytest.raises(OwnershipError, match="holds 1 files that no owner record claims"):
         run(config(tmp_path / "c"), RunOptions())
+    assert not (tmp_path / "c" / "owner.json").exists()  # nothing written into it
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -17,6 +17,7 @@ import pytest
 from longreach.contract import storage
 from longreach.contract.common import StorageSpec
 from longreach.contract.needleeval import EvalResult, NeedleReport
+from longreach.contract.ownership import OwnershipError
 from longreach.contract.report import read_report
 from longreach.jobs.needle.job import run
 
@@ -198,24 +199,21 @@ def test_rope_settings_come_from_the_checkpoints_config(
     assert not bool((backend.model.model.rotary_emb.inv_freq == base).all())
 
 
-def test_a_grown_grid_reuses_finished_cells_and_a_changed_needle_does_not(
+def test_a_finished_grid_is_reused_and_another_grid_in_its_output_refused(
     tiny_model: Path, haystack_dir: Path, tmp_path: Path, tokenizer: Any
 ) -> None:
     out = tmp_path / "out"
     small = job_config(str(tiny_model), str(haystack_dir), str(out), lengths={"values": [300, 600]})
     assert run(small, backend=ExtractiveBackend(tokenizer))["generated"] == 6
+    again = run(small, backend=ExtractiveBackend(tokenizer))
+    assert (again["skipped"], again["generated"]) == (6, 0)
+    report = read_report(str(out), NeedleReport)
+    assert report is not None and report.progress.cellsDone == report.progress.cells == 6
     grown = job_config(
         str(tiny_model), str(haystack_dir), str(out), lengths={"values": [300, 600, 900]}
     )
-    stats = run(grown, backend=ExtractiveBackend(tokenizer))
-    assert (stats["skipped"], stats["generated"]) == (6, 3)
-    report = read_report(str(out), NeedleReport)
-    assert report is not None and report.progress.cellsDone == report.progress.cells == 9
-    other = job_config(
-        str(tiny_model),
-        str(haystack_dir),
-        str(out),
-        lengths={"values": [300, 600, 900]},
-        needle="Eat a sandwich and sit in Dolores Park on a sunny day: the best thing to do in San Francisco.",
-    )
-    assert run(other, backend=ExtractiveBackend(tokenizer))["generated"] == 9
+    with pytest.raises(
+        OwnershipError, match=r"spec\.lengths\.values: \[300, 600\] -> \[300, 600, 900\]"
+    ):
+        run(grown, backend=ExtractiveBackend(tokenizer))
+    assert json.loads((out / "results.json").read_text())["cells"][-1]["length"] == 600

@@ -98,11 +98,11 @@ def command(setup: Setup, nproc: int) -> list[str]:
     if nproc == 1:
         return [sys.executable, "-P", "-m", "longreach.jobs.train", "--config", str(setup.config)]
     from longreach.contract.contextextension import TrainJobConfig
-    from longreach.operator.contextextension.builders import local_torchrun
+    from longreach.operator.contextextension.builders import local_command
 
     spec = TrainJobConfig.model_validate_json(setup.config.read_text()).spec
     assert spec.world_size() == nproc
-    return local_torchrun(str(setup.config), spec)
+    return local_command(str(setup.config), spec)
 
 
 def run(setup: Setup, nproc: int = 1, timeout: float = 300) -> subprocess.CompletedProcess[str]:

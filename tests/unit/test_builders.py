@@ -95,7 +95,7 @@ def test_eval_job_uses_the_specs_image_and_pull_secrets() -> None:
     assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
-def test_local_training_runs_one_process_per_rank() -> None:
+def test_local_training_runs_one_process_per_rank_and_torchrun_only_for_several() -> None:
     import sys
 
     spec = ContextExtensionSpec.model_validate(
@@ -109,7 +109,10 @@ def test_local_training_runs_one_process_per_rank() -> None:
             "output": {"uri": "o"},
         }
     )
-    cmd = ctx.local_torchrun("/tmp/c.json", spec)
+    cmd = ctx.local_command("/tmp/c.json", spec)
     assert cmd[:4] == [sys.executable, "-P", "-m", "torch.distributed.run"]
     assert "--nproc-per-node=3" in cmd
     assert cmd[-3:] == ["longreach.jobs.train", "--config", "/tmp/c.json"]
+    alone = spec.model_copy(update={"resources": spec.resources.model_copy(update={"nodes": 1})})
+    job = ["-m", "longreach.jobs.train", "--config", "/tmp/c.json"]
+    assert ctx.local_command("/tmp/c.json", alone) == [sys.executable, "-P", *job]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,62 @@ def test_run_rejects_a_bad_file_before_any_work(tmp_path: Path) -> None:
     )
     with pytest.raises(RunError, match=r"spec\.sources"):
         load(str(bad), str(tmp_path))
+
+
+MIXTURE = """
+apiVersion: longreach.io/v1alpha1
+kind: DataMixture
+metadata: {{name: mix}}
+spec:
+  sources: [{{uri: corpus}}]
+  tokenizer: {{uri: tok}}
+  strategy: {{type: {strategy}}}
+  totalTokens: 1M
+  sequenceLength: 1024
+  output: {{uri: mix}}
+"""
+
+
+def test_run_reuses_only_an_output_of_the_same_config(tmp_path: Path) -> None:
+    import io
+
+    from longreach.contract.ownership import Lease
+    from longreach.operator.localrun import reuse_or_start_over
+
+    file, artifacts = tmp_path / "mix.yaml", tmp_path / "art"
+
+    def resource(strategy: str) -> tuple[Any, Any]:
+        file.write_text(MIXTURE.format(strategy=strategy))
+        (r,) = load(str(file), str(artifacts))
+        return r, r.adapter.job_config(r.name, "local", "", r.spec, {})
+
+    r, config = resource("per-source")
+    out = io.StringIO()
+    assert reuse_or_start_over(r, config, False, out) is False  # nothing there: run it
+    lease = Lease(r.spec.output.uri, None, config.owner(), config.output_config())
+    lease.acquire()
+    (artifacts / "mix" / "manifest.json").write_text("{}")
+    lease.finish()
+    assert reuse_or_start_over(r, config, False, out) is True
+    assert "already done with this config" in out.getvalue()
+
+    changed, config = resource("global")
+    with pytest.raises(RunError, match=r'strategy\.type: "per-source" -> "global".*--force'):
+        reuse_or_start_over(changed, config, False, out)
+    assert (artifacts / "mix" / "manifest.json").exists()
+    assert reuse_or_start_over(changed, config, True, out) is False
+    assert "deleting it and starting over" in out.getvalue()
+    assert not (artifacts / "mix").exists()
+
+
+def test_run_refuses_two_resources_writing_one_output(tmp_path: Path) -> None:
+    file = tmp_path / "two.yaml"
+    one = MIXTURE.format(strategy="global")
+    file.write_text(
+        one + "---" + one.replace("name: mix", "name: other").replace("uri: mix", "uri: mix/sub")
+    )
+    with pytest.raises(
+        RunError,
+        match=r"DataMixture/other: output.uri .*mix/sub collides with .*DataMixture local/mix",
+    ):
+        load(str(file), str(tmp_path / "art"))

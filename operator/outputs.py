@@ -1,0 +1,52 @@
+"""One output, one owner, checked before anything starts: the output locations of the resources
+the operator knows (a kopf index per kind) and of the resources of a `longreach run` file.
+Two resources whose outputs are equal or nested collide; the later one is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def output_key(uri: str) -> str:
+    """A location in one spelling: no `file://`, no trailing slash."""
+    return uri.removeprefix("file://").rstrip("/") or "/"
+
+
+def nested(a: str, b: str) -> bool:
+    """The same location, or one inside the other."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+@dataclass(frozen=True, order=True)
+class Claimant:
+    """A resource that writes to an output location; ordered by creation, then by name."""
+
+    created: str
+    kind: str
+    namespace: str
+    name: str
+    uri: str = ""
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+def collision(me: Claimant, others: Iterable[Claimant]) -> Claimant | None:
+    """The earliest other resource created before `me` whose output collides with mine."""
+    mine = output_key(me.uri)
+    before = [
+        o
+        for o in others
+        if (o.kind, o.namespace, o.name) != (me.kind, me.namespace, me.name)
+        and o < me
+        and nested(output_key(o.uri), mine)
+    ]
+    return min(before, default=None)
+
+
+def refusal(me: Claimant, other: Claimant) -> str:
+    return (
+        f"output.uri {me.uri} collides with the output of {other.describe()} ({other.uri}): "
+        "one output, one owner; give this resource another output.uri (delete and re-create it)"
+    )
