@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import MutableMapping
 
 from longreach.contract.contextextension import TrainJobConfig
 from longreach.contract.errors import InputError
 from longreach.jobs import entry
+from longreach.jobs.train import cuda_archs
 from longreach.jobs.train.dist import rendezvous
 from longreach.jobs.train.job import run_job
 from longreach.jobs.train.report import Reporter
@@ -22,10 +24,23 @@ def run(config: TrainJobConfig, args: argparse.Namespace) -> None:
     os.environ.update(rdzv.env())  # a plain `python -m` gets single-process rendezvous values
     reporter = Reporter(config.spec.output.uri, config.spec.storage, enabled=rdzv.isMain)
     try:
+        readable_archs(os.environ)
         run_job(config, rdzv, reporter)
     except Exception as e:
         reporter.failed(str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}")
         raise
+
+
+def readable_archs(environ: MutableMapping[str, str]) -> None:
+    """Rewrite TORCH_CUDA_ARCH_LIST, before DeepSpeed JIT-compiles anything, into a form its
+    op builder can read (cuda_archs.py); a list nobody can read is bad input (exit 2)."""
+    try:
+        update = cuda_archs.environment(environ)
+    except ValueError as e:
+        raise InputError(f"{e} (set in the image or the pod's environment)") from e
+    for name, value in update.items():
+        print(f"longreach: {name}={environ[name]!r} read as {value!r} for DeepSpeed", flush=True)
+    environ.update(update)
 
 
 def main(argv: list[str] | None = None) -> int:
