@@ -24,14 +24,14 @@ def run(config: TrainJobConfig, args: argparse.Namespace) -> None:
     os.environ.update(rdzv.env())  # a plain `python -m` gets single-process rendezvous values
     reporter = Reporter(config.spec.output.uri, config.spec.storage, enabled=rdzv.isMain)
     try:
-        readable_archs(os.environ)
+        readable_archs(os.environ, announce=rdzv.isMain)
         run_job(config, rdzv, reporter)
     except Exception as e:
         reporter.failed(str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}")
         raise
 
 
-def readable_archs(environ: MutableMapping[str, str]) -> None:
+def readable_archs(environ: MutableMapping[str, str], announce: bool = True) -> None:
     """Rewrite TORCH_CUDA_ARCH_LIST, before DeepSpeed JIT-compiles anything, into a form its
     op builder can read (cuda_archs.py); a list nobody can read is bad input (exit 2)."""
     try:
@@ -39,7 +39,8 @@ def readable_archs(environ: MutableMapping[str, str]) -> None:
     except ValueError as e:
         raise InputError(f"{e} (set in the image or the pod's environment)") from e
     for name, value in update.items():
-        print(f"longreach: {name}={environ[name]!r} read as {value!r} for DeepSpeed", flush=True)
+        if announce:  # once per job, not once per rank
+            print(f"longreach: {name}={environ[name]!r} read as {value!r} for DeepSpeed", flush=True)
     environ.update(update)
 
 
