@@ -40,7 +40,9 @@ def readable_archs(environ: MutableMapping[str, str], announce: bool = True) -> 
         raise InputError(f"{e} (set in the image or the pod's environment)") from e
     for name, value in update.items():
         if announce:  # once per job, not once per rank
-            print(f"longreach: {name}={environ[name]!r} read as {value!r} for DeepSpeed", flush=True)
+            print(
+                f"longreach: {name}={environ[name]!r} read as {value!r} for DeepSpeed", flush=True
+            )
     environ.update(update)
 
 
