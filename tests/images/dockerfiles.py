@@ -15,8 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 # image folder -> the one extra of pyproject.toml it installs
 EXTRAS = {"operator": "operator", "data": "data", "trainer": "train", "eval": "eval"}
-# Imports a module may fail on here without it being the Dockerfile's fault.
-HEAVY = ("torch", "deepspeed", "flash_attn", "ray", "vllm", "transformers", "pyarrow", "matplotlib")
 
 
 @dataclass

@@ -109,7 +109,9 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         package = sorted(p for top in ("pyproject.toml", "setup.py", "README.md", *LAYERS)
                          for p in ([ctx / top] if (ctx / top).is_file() else (ctx / top).rglob("*"))
                          if p.is_file())  # fmt: skip
-        digest = hashlib.sha256(b"".join(p.read_bytes() for p in package)).hexdigest()
+        digest = hashlib.sha256(
+            b"".join(p.relative_to(ctx).as_posix().encode() + p.read_bytes() for p in package)
+        ).hexdigest()
         if digest not in built:
             dist = tmp_path_factory.mktemp("dist")
             # As pip builds it in the image, but against this venv's setuptools (offline).
