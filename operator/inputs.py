@@ -24,7 +24,7 @@ def missing(uri: str, store: StorageSpec, settings: OperatorSettings) -> bool:
     if store.secretName != settings.storage.secretName:
         return False  # the job reads with credentials the operator does not have
     try:
-        fs, path = storage.filesystem(uri, store)
+        fs, path = storage.filesystem(uri, store.for_probes())
         if any(c in path for c in GLOB):
             return not fs.glob(path)
         return not fs.exists(path)
@@ -51,7 +51,7 @@ def output_refusal(
     if store.secretName != settings.storage.secretName:
         return None
     try:
-        record, _ = read_record(storage.join(uri, OWNER_FILE), store)
+        record, _ = read_record(storage.join(uri, OWNER_FILE), store.for_probes())
     except Exception:
         return None
     verdict, why = decide(record, config.owner(), config.output_config(), time.time(), uri)

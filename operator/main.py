@@ -7,8 +7,6 @@ from typing import Any
 
 import kopf
 
-from longreach.contract.common import GROUP, VERSION
-from longreach.operator import metrics
 from longreach.operator.executors import Executor, KubernetesExecutor, LocalExecutor
 from longreach.operator.kinds import ADAPTERS
 from longreach.operator.kube import Kube
@@ -27,18 +25,9 @@ def setup(settings: OperatorSettings) -> None:
     for adapter in ADAPTERS:
         register(adapter, executor, kube, settings)
 
-        @kopf.on.delete(GROUP, VERSION, adapter.plural, id="forget", optional=True)
-        async def forget(body: kopf.Body, kind: str = adapter.kind, **_: Any) -> None:
-            metrics.forget(kind, f"{body.metadata.namespace}/{body.metadata.name}")
-
     @kopf.on.startup()
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Handler state lives in annotations: the status is ours and schema-checked.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
-        )
-        settings.posting.level = 20  # INFO: every phase transition becomes an event
+        settings.posting.level = 20  # INFO: every change of what the status says is an event
         settings.watching.server_timeout = 300
 
 
@@ -49,11 +38,10 @@ def run(settings: OperatorSettings) -> None:
     from prometheus_client import start_http_server
 
     kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)
-    # Every resource's resync timer succeeds every few seconds; that is not news.
+    # Every event and every resync of every resource succeeds; that is not news.
+    quiet = ("Timer 'resync' succeeded", "Handler 'reconcile' succeeded")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(
-            lambda record: not record.getMessage().startswith("Timer 'resync' succeeded")
-        )
+        handler.addFilter(lambda record: not record.getMessage().startswith(quiet))
     setup(settings)
     if settings.metricsPort:
         start_http_server(settings.metricsPort)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable
@@ -294,11 +295,12 @@ class Reconciler:
         """The child's state, the job's report and the commit marker, as one observation."""
         loop = asyncio.get_running_loop()
         uri, contract = self.adapter.output_uri(spec), self.adapter.contract
+        store = spec.storage.for_probes()
         report = await loop.run_in_executor(
-            self.kube.pool, _read_report, uri, contract.report, spec.storage
+            self.kube.pool, _read_report, uri, contract.report, store
         )
         committed = child.state == "succeeded" and await loop.run_in_executor(
-            self.kube.pool, storage.exists, storage.join(uri, contract.marker), spec.storage
+            self.kube.pool, storage.exists, storage.join(uri, contract.marker), store
         )
         attempts = int(now.status.get("attempts") or 0)
         obs = observe(child, report, committed, contract.marker, attempts)
@@ -371,30 +373,56 @@ def index_name(adapter: AnyAdapter) -> str:
     return f"{adapter.plural}_outputs"
 
 
+def echo(body: kopf.Body) -> bool:
+    """An event that asks for nothing: the status already describes this generation of the
+    spec and the retry annotation (our own status patch coming back, typically)."""
+    status = body.status or {}
+    retry = body.metadata.annotations.get(RETRY_ANNOTATION, "")
+    return (
+        status.get("observedGeneration") == body.metadata.get("generation")
+        and retry == status.get("retry", "")
+        and not body.metadata.get("deletionTimestamp")
+    )
+
+
 def register(
     adapter: AnyAdapter, executor: Executor, kube: Kube, settings: OperatorSettings
 ) -> None:
-    """Register the reconcile handlers of one kind with kopf."""
+    """Register one kind with kopf: its output index, the reconcile on every event that asks
+    for something, and the resync timer. No handler state is stored on the resources (kopf's
+    annotations would cost a PATCH per create): the reconcile is idempotent, and the timer
+    repeats it every resyncSeconds, which is also how a failed reconcile is retried."""
     reconciler = Reconciler(adapter, executor, kube, settings)
 
-    async def on_change(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        await reconciler(body, patch, [kwargs[index_name(a)] for a in ADAPTERS])
+    def indexes(kwargs: dict[str, Any]) -> list[Any]:
+        return [kwargs[index_name(a)] for a in ADAPTERS]
+
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, kwargs: dict[str, Any]) -> None:
+        try:
+            await reconciler(body, patch, indexes(kwargs))
+        except (kopf.PermanentError, kopf.TemporaryError) as e:
+            # The status says why; the resync timer tries again where that can help.
+            logging.getLogger(__name__).info("%s: %s", body.metadata.name, e)
 
     @kopf.index(GROUP, VERSION, adapter.plural, id=index_name(adapter))
     def outputs(body: kopf.Body, **_: Any) -> Claimant | None:
         return claimant(adapter.kind, body)
 
-    # A failed reconcile is retried soon: most failures are a dependency or an API hiccup.
-    for decorator in (kopf.on.create, kopf.on.resume):
-        decorator(GROUP, VERSION, adapter.plural, id="reconcile", backoff=3)(on_change)
-    kopf.on.update(GROUP, VERSION, adapter.plural, id="reconcile", field="spec", backoff=3)(
-        on_change
-    )
-    kopf.timer(
+    @kopf.on.event(GROUP, VERSION, adapter.plural, id="reconcile")
+    async def on_event(type: str, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        if type == "DELETED":
+            metrics.forget(adapter.kind, f"{body.metadata.namespace}/{body.metadata.name}")
+        elif not (type == "MODIFIED" and echo(body)):
+            await reconcile(body, patch, kwargs)
+
+    @kopf.timer(
         GROUP,
         VERSION,
         adapter.plural,
         id="resync",
         interval=settings.resyncSeconds,
         initial_delay=settings.resyncSeconds,
-    )(on_change)
+        backoff=settings.resyncSeconds,
+    )
+    async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        await reconcile(body, patch, kwargs)

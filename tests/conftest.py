@@ -76,3 +76,36 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield cp
     finally:
         cp.cleanup()
+
+
+NEEDS_BINARIES = {"control_plane", "helm", "actionlint", "bare_cluster"}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Build the Kubernetes binaries before any test runs when a selected test needs them, so
+    that nothing skips for a missing binary (the first run builds them: minutes, shown)."""
+    if any(NEEDS_BINARIES & set(getattr(item, "fixturenames", ())) for item in items):
+        import time
+
+        from controlplane.cluster import ensure_binaries
+
+        started = time.monotonic()
+        ensure_binaries()
+        took = time.monotonic() - started
+        if took > 5:
+            print(f"\nbuilt the Kubernetes test binaries in {took:.0f} s (cached from now on)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With LONGREACH_NO_SKIPS=1 (CI), a skipped test that is not a GPU test fails the run:
+    everything else can run on this machine, so a skip hides a failure."""
+    if os.environ.get("LONGREACH_NO_SKIPS") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = [r for r in (reporter.stats.get("skipped", []) if reporter else [])
+               if "gpu" not in r.keywords]  # fmt: skip
+    if skipped:
+        for r in skipped:
+            print(f"\nnot a GPU test, but skipped: {r.nodeid}: {r.longrepr}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

