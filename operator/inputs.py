@@ -6,6 +6,7 @@ denies access or does not answer) is left to the job, which reads it with the ri
 
 from __future__ import annotations
 
+import functools
 import time
 
 from longreach.contract import storage
@@ -17,12 +18,34 @@ from longreach.operator.settings import OperatorSettings
 GLOB = "*?["
 
 
+@functools.cache
+def s3_credentials() -> bool:
+    """Whether the operator has S3 credentials at all (looked up once: without any, every
+    request would first probe the instance metadata service, seconds each)."""
+    import botocore.session
+
+    try:
+        return botocore.session.get_session().get_credentials() is not None
+    except Exception:
+        return False
+
+
+def readable(uri: str, store: StorageSpec, settings: OperatorSettings) -> bool:
+    """Whether the operator reads `uri` as the job will: a local path, or s3:// with the same
+    credentials (the operator's own, when the resource names no Secret of its own)."""
+    if uri.startswith("file://") or "://" not in uri:
+        return not uri.startswith("builtin:")
+    return (
+        uri.startswith("s3://")
+        and store.secretName == settings.storage.secretName
+        and s3_credentials()
+    )
+
+
 def missing(uri: str, store: StorageSpec, settings: OperatorSettings) -> bool:
     """True only when the store says that nothing is at `uri` (a file, a prefix or a glob)."""
-    if uri.startswith("builtin:") or ("://" in uri and not uri.startswith(("s3://", "file://"))):
+    if not readable(uri, store, settings):
         return False
-    if store.secretName != settings.storage.secretName:
-        return False  # the job reads with credentials the operator does not have
     try:
         fs, path = storage.filesystem(uri, store.for_probes())
         if any(c in path for c in GLOB):
@@ -48,7 +71,7 @@ def output_refusal(
     """Why the job would refuse its output location (another owner or config), read from the
     location's owner record before the job is created; None when it may go ahead or the
     operator cannot tell."""
-    if store.secretName != settings.storage.secretName:
+    if not readable(uri, store, settings):
         return None
     try:
         record, _ = read_record(storage.join(uri, OWNER_FILE), store.for_probes())
