@@ -97,7 +97,7 @@ class LengthGrid(Model):
         if self.values is not None:
             return list(self.values)
         assert self.min is not None and self.max is not None and self.count is not None
-        return _linspace(self.min, self.max, self.count)
+        return round_linspace(self.min, self.max, self.count)
 
 
 class DepthGrid(Model):
@@ -120,14 +120,18 @@ class DepthGrid(Model):
         """The depths of the grid in percent."""
         if self.values is not None:
             return list(self.values)
-        return [float(d) for d in _linspace(0, 100, self.count or 10)]
+        return [float(d) for d in round_linspace(0, 100, self.count or 10)]
 
 
-def _linspace(lo: int, hi: int, n: int) -> list[int]:
-    """round(numpy.linspace(lo, hi, n)) without numpy (the operator does not import it)."""
+def round_linspace(lo: int, hi: int, n: int) -> list[int]:
+    """numpy.round(numpy.linspace(lo, hi, n)) exactly, ties included, without numpy (the
+    operator does not import it). numpy computes i * ((hi - lo) / (n - 1)) + lo in float64 and
+    sets the last value to hi; the order matters at exact .5 ties (lo + (hi - lo) * i / (n - 1)
+    gives 62 where numpy gives 63 for linspace(0, 100, 25)[15]). Both round half to even."""
     if n == 1:
         return [lo]
-    return [round(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+    step = (hi - lo) / (n - 1)
+    return [round(i * step + lo) for i in range(n - 1)] + [hi]
 
 
 class EvalResources(Model):
@@ -158,6 +162,8 @@ class NeedleEvalSpec(Placement):
     """The expected answer; its words are looked for in the response."""
     promptTemplate: str = Field(default=PAPER_PROMPT, min_length=1)
     """Prompt with {context} and {question} placeholders; the paper's base-model prompt by default."""
+    harness: Literal["clean", "paper"] = "clean"
+    """clean (the prompt tokenized once, the needle found by offsets) or paper (the paper's harness, token for token, to compare with published scores)."""
     lengths: LengthGrid = LengthGrid(min=1000, max=128000, count=40)
     """Context lengths in tokens of the model's own tokenizer."""
     depths: DepthGrid = DepthGrid()
@@ -186,6 +192,14 @@ class NeedleEvalSpec(Placement):
     )
     def _template_has_slots(self) -> bool:
         return "{context}" in self.promptTemplate and "{question}" in self.promptTemplate
+
+    @rule(
+        "self.harness != 'paper' || self.task == 'single'",
+        "harness paper reproduces the paper's single-needle harness; use task single, or harness clean for the RULER variants",
+        "harness",
+    )
+    def _paper_is_single(self) -> bool:
+        return self.harness != "paper" or self.task == "single"
 
 
 class EvalProgress(Model):

@@ -4,6 +4,8 @@
   otherwise), float32 on CPU; RoPE settings come from the model's config.json as
   transformers reads them (`rope_parameters`), which is where a ContextExtension writes its
   new base or scaling. Several GPUs: layers spread with device_map="auto" (needs accelerate).
+  The prompt part a cell shares with the other cells of its length is computed once
+  (prefix.py); a batch that runs out of GPU memory is split in halves until it fits.
 - vllm: where the package is installed and a GPU is present; prompts go in as token ids so
   the contexts are exactly the ones built.
 
@@ -16,6 +18,7 @@ import importlib.util
 from typing import Any, Protocol
 
 from longreach.contract.errors import InputError
+from longreach.jobs.needle import prefix
 from longreach.jobs.needle.grid import Cell
 
 
@@ -53,11 +56,20 @@ def open_backend(
 
 
 class TransformersBackend:
-    """Hugging Face transformers, greedy decoding, left-padded batches."""
+    """Hugging Face transformers, greedy decoding, left-padded batches. `prefix_reuse` False
+    runs every prompt whole (the plain path, for comparison); `chunk` is the prefill piece."""
 
     name = "transformers"
 
-    def __init__(self, model_dir: str, tokenizer: Any, gpus: int = 1):
+    def __init__(
+        self,
+        model_dir: str,
+        tokenizer: Any,
+        gpus: int = 1,
+        *,
+        prefix_reuse: bool = True,
+        chunk: int = prefix.CHUNK,
+    ):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -83,28 +95,52 @@ class TransformersBackend:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
         self.attn = kwargs["attn_implementation"]
+        self.chain = prefix.PrefixChain(self.model, chunk) if prefix_reuse else None
+        if self.chain is not None and not prefix.reusable(self.model):
+            print("needle: the model's cache drops positions; prefix reuse is off", flush=True)
+            self.chain = None
+        self.cache_kw = prefix.cache_keyword(self.model)  # generate() takes the same name
+        self.fits = 1 << 30  # the largest batch known to fit; halved on running out of memory
 
     def batch_limit(self, requested: int) -> int:
         return requested
 
     def generate(self, cells: list[Cell], max_new_tokens: int) -> list[str]:
+        """Responses of `cells`, in batches that fit the GPU's memory."""
+        out: list[str] = []
+        while len(out) < len(cells):
+            group = cells[len(out) : len(out) + self.fits]
+            try:
+                out += self._generate(group, max_new_tokens)
+            except self.torch.OutOfMemoryError:
+                if len(group) == 1:
+                    raise
+                self.fits = len(group) // 2
+                self.torch.cuda.empty_cache()
+                print(f"needle: batch {len(group)} ran out of memory; now {self.fits}", flush=True)
+        return out
+
+    def _generate(self, cells: list[Cell], max_new_tokens: int) -> list[str]:
         torch = self.torch
         width = max(len(c.input_ids) for c in cells)
         # Left padding keeps every prompt's last token at the end, where generation starts.
         ids = [[self.pad_id] * (width - len(c.input_ids)) + c.input_ids for c in cells]
         mask = [[0] * (width - len(c.input_ids)) + [1] * len(c.input_ids) for c in cells]
-        input_ids = torch.tensor(ids, device=self.device)
-        attention_mask = torch.tensor(mask, device=self.device)
+        # With prefix reuse the cache already holds all but each prompt's last token.
+        cache = {}
+        if self.chain is not None:
+            cache[self.cache_kw] = prefix.prefilled_cache(self.chain, cells)
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
+                input_ids=torch.tensor(ids, device=self.device),
+                attention_mask=torch.tensor(mask, device=self.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 temperature=None,
                 top_p=None,
                 top_k=None,
                 pad_token_id=self.pad_id,
+                **cache,
             )
         new = out[:, width:].tolist()
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -1,51 +1,53 @@
-"""Context construction, as the paper's harness (FranxYao/Long-Context-Data-Engineering,
-eval/needle/needle_in_haystack.py) does it, with the model's own tokenizer:
+"""Cells of the grid, and the clean harness's context construction.
 
-1. the haystack, repeated whole until it has at least max(lengths) tokens;
-2. per cell, the haystack trimmed to length - answerBufferTokens - needle tokens;
-3. the needle (on its own line, "\\n<needle>\\n" as the harness) inserted at token
-   int(trimmed * depth / 100), moved back until the token before it ends a sentence; at
-   depth 100 it is appended at the end;
-4. the prompt template around it; the question after it.
+Both harnesses (clean here, paper in paper.py) assemble a cell's prompt as text and tokenize
+it once, whole, with the tokenizer's own special tokens (BOS for LLaMA); the context and the
+needle are then found in the ids through the tokenizer's character offsets. So every seam
+(template and haystack, haystack and needle) is tokenized as the model would see that text
+anywhere, and the recorded offsets are exact.
 
-Differences, on purpose: the pieces are joined as token ids (the harness decoded the
-context and re-tokenized the prompt, which can shift a token at the seams), so the
-recorded needle offset is exact; no BOS is encoded into the needle or the haystack (the
-harness's `encode` put one in front of each); "sentence end" is any token whose text ends
-in "." (the harness listed LLaMA's two period ids).
+The clean harness, per cell (the paper's recipe without its tokenizer quirks):
+
+1. the haystack, repeated whole until it has at least max(lengths) tokens, tokenized once
+   without special tokens;
+2. its first length - answerBufferTokens - needle tokens tokens are kept;
+3. the needle ("\\n<needle>\\n", on a line of its own as in the paper's harness) goes in at
+   token int(kept * depth / 100), moved back until the token before it ends a sentence (any
+   token whose text ends in "."); at depth 100 it is appended. The cut and the insertion are
+   made in the haystack's text at those tokens' character offsets: the haystack is never
+   decoded and re-encoded;
+4. the prompt template around it, the question in it.
+
+A seam can merge or split a token, so a context is within a few tokens of
+length - answerBufferTokens; the recorded counts are the real ones.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from longreach.contract.errors import InputError
-from longreach.jobs.needle.scoring import words
-
-
-class GridError(InputError):
-    """The spec cannot produce a grid; the message names the field and the fix."""
+from longreach.jobs.needle.tasks import (
+    GridError,
+    Needles,
+    check_answer_in_needle,
+    needle_depths,
+    task_needles,
+)
 
 
 class Tokenizer(Protocol):
-    """The part of a Hugging Face tokenizer we use."""
+    """The part of a Hugging Face (fast) tokenizer we use."""
 
-    def __call__(self, text: str, add_special_tokens: bool = True) -> Any: ...
+    def __call__(self, text: str, add_special_tokens: bool = True, **kwargs: Any) -> Any: ...
+    def decode(self, ids: Any, **kwargs: Any) -> str: ...
     def batch_decode(self, ids: Any, **kwargs: Any) -> list[str]: ...
+    def get_vocab(self) -> dict[str, int]: ...
     def __len__(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class Needles:
-    """What one cell hides and asks: the needle sentences (the first one is asked about)."""
-
-    texts: list[str]
-    question: str
-    answers: list[str]
 
 
 @dataclass
@@ -61,6 +63,10 @@ class Cell:
     needles: Needles
     context_start: int = 0
     extrapolated: bool = False
+    prompt: str = ""
+    """The prompt as text; `input_ids` is its tokenization, with the tokenizer's special tokens."""
+    shared_prefix: int = 0
+    """Leading ids this cell shares with another cell of its length (see mark_shared_prefixes)."""
 
     @property
     def key(self) -> str:
@@ -87,108 +93,21 @@ def encode(tokenizer: Tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def require_offsets(tokenizer: Tokenizer) -> None:
+    """Needles are located by character offsets, which only fast (tokenizers) tokenizers give."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise GridError(
+            f"modelUri: the model's tokenizer ({type(tokenizer).__name__}) gives no character "
+            "offsets; save the model with a tokenizer.json (a fast tokenizer) so the needle can "
+            "be located in the prompt"
+        )
+
+
 def sentence_end_ids(tokenizer: Tokenizer) -> frozenset[int]:
     """Ids of the tokens whose text ends a sentence (ends in '.', whitespace aside)."""
     n = len(tokenizer)
     texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False)
     return frozenset(i for i, t in enumerate(texts) if t.strip().endswith("."))
-
-
-def leading_special_ids(tokenizer: Tokenizer) -> list[int]:
-    """The special tokens the tokenizer puts in front of a text (BOS for LLaMA, none for many)."""
-    plain = encode(tokenizer, "a")
-    full = list(tokenizer("a")["input_ids"])
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return full[:start]
-    return []
-
-
-def haystack_ids(tokenizer: Tokenizer, text: str, needed: int) -> tuple[list[int], int]:
-    """The haystack's first `needed` tokens and how many whole passes over it that took."""
-    one = encode(tokenizer, text)
-    repeats = max(1, math.ceil(needed / max(1, len(one))))
-    ids = one if repeats == 1 else encode(tokenizer, text * repeats)
-    while len(ids) < needed:  # re-tokenizing the seams can lose a token or two
-        repeats += 1
-        ids = encode(tokenizer, text * repeats)
-    return ids[:needed], repeats
-
-
-_ADJECTIVES = [
-    "amber",
-    "brave",
-    "calm",
-    "dusty",
-    "eager",
-    "fuzzy",
-    "gentle",
-    "hollow",
-    "icy",
-    "jolly",
-    "kind",
-    "lucky",
-    "misty",
-    "noble",
-    "odd",
-    "plain",
-]
-_NOUNS = [
-    "anchor",
-    "basket",
-    "candle",
-    "dragon",
-    "engine",
-    "falcon",
-    "garden",
-    "harbor",
-    "island",
-    "jacket",
-    "kettle",
-    "lantern",
-    "meadow",
-    "needle",
-    "orchard",
-    "pepper",
-]
-
-
-def task_needles(
-    task: str, needle: str, question: str, answer: str, count: int, rng: random.Random
-) -> Needles:
-    """The needles of one cell. single: the spec's needle; multi-key: `count` keys, one asked
-    (RULER niah_multikey); multi-value: one key with `count` values, all asked (niah_multivalue)."""
-    if task == "single":
-        return Needles([needle], question, [answer])
-    keys = rng.sample([f"{a}-{n}" for a in _ADJECTIVES for n in _NOUNS], count)
-    values = [str(rng.randint(1_000_000, 9_999_999)) for _ in range(count)]
-    line = "One of the special magic numbers for {} is: {}."
-    if task == "multi-key":
-        texts = [line.format(k, v) for k, v in zip(keys, values, strict=True)]
-        asked = f"What is the special magic number for {keys[0]} mentioned in the provided text?"
-        return Needles(texts, asked, [values[0]])
-    if task == "multi-value":
-        texts = [line.format(keys[0], v) for v in values]
-        asked = (
-            f"What are all the special magic numbers for {keys[0]} mentioned in the provided text?"
-        )
-        return Needles(texts, asked, values)
-    raise GridError(f"spec.task: unknown task {task!r}; use single, multi-key or multi-value")
-
-
-def check_answer_in_needle(needle: str, answer: str) -> None:
-    """A single-needle spec whose needle lacks answer words can never score 100: reject it."""
-    missing = sorted(set(words(answer)) - set(words(needle)))
-    if missing:
-        raise GridError(
-            f"spec.needle does not contain the answer's words {missing}: a model that finds the "
-            "needle could not score 100; make spec.answer a part of spec.needle"
-        )
-
-
-def needle_depths(depth: float, count: int) -> list[float]:
-    """The asked needle sits at `depth`; the others spread evenly over the rest of the context."""
-    return [depth] + [(depth + 100.0 * i / count) % 100.0 for i in range(1, count)]
 
 
 def insertion_point(
@@ -203,29 +122,131 @@ def insertion_point(
     return point
 
 
-def place_needles(
-    hay: Sequence[int], needles: list[list[int]], depths: list[float], ends: frozenset[int]
-) -> tuple[list[int], list[int]]:
-    """The haystack with the needles spliced in, and each needle's offset in the result."""
-    points = [insertion_point(len(hay), d, hay, ends) for d in depths]
+@dataclass(frozen=True)
+class Prompt:
+    """A cell's prompt as text, and where its context and its needles are (character spans)."""
+
+    text: str
+    context: tuple[int, int]
+    needles: list[tuple[int, int]]
+
+
+def fill(template: str, question: str, context: str, needles: list[tuple[int, int]]) -> Prompt:
+    """The template with the context and the question in it; spans move with the context."""
+    pre, post = (part.replace("{question}", question) for part in template.split("{context}", 1))
+    at = len(pre)
+    return Prompt(
+        text=pre + context + post,
+        context=(at, at + len(context)),
+        needles=[(at + s, at + e) for s, e in needles],
+    )
+
+
+def token_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
+    """The first and past-the-last token whose characters overlap [start, end)."""
+    hits = [i for i, (s, e) in enumerate(offsets) if s < end and e > start]
+    if not hits:
+        raise GridError(f"no token covers characters {start}-{end} of the prompt")
+    return hits[0], hits[-1] + 1
+
+
+def tokenize_cell(
+    tokenizer: Tokenizer,
+    prompt: Prompt,
+    *,
+    length: int,
+    depth: float,
+    needles: Needles,
+    limit: int | None,
+    max_new_tokens: int,
+) -> Cell:
+    """Tokenize the whole prompt once and find the context and the needles in the ids."""
+    enc = tokenizer(prompt.text, add_special_tokens=True, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    offsets = [(int(s), int(e)) for s, e in enc["offset_mapping"]]
+    first, last = token_span(offsets, *prompt.context)
+    spans = [token_span(offsets, *n) for n in prompt.needles]
+    return Cell(
+        length=length,
+        depth=depth,
+        input_ids=ids,
+        needle_offsets=[s for s, _ in spans],
+        needle_tokens=[e - s for s, e in spans],
+        haystack_tokens=last - first,
+        context_start=first,
+        needles=needles,
+        prompt=prompt.text,
+        extrapolated=limit is not None and len(ids) + max_new_tokens > limit,
+    )
+
+
+@dataclass(frozen=True)
+class TokenizedHaystack:
+    """The haystack text repeated `repeats` times, its first tokens, and where each ends."""
+
+    text: str
+    ids: list[int]
+    ends: list[int]
+    repeats: int
+
+
+def tokenize_haystack(tokenizer: Tokenizer, text: str, needed: int) -> TokenizedHaystack:
+    """At least `needed` tokens of whole passes over `text` (no special tokens)."""
+    repeats = max(1, math.ceil(needed / max(1, len(encode(tokenizer, text)))))
+    while True:
+        full = text * repeats
+        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) >= needed:
+            break
+        repeats += 1  # re-tokenizing the seams between passes can lose a token or two
+    ends = [int(e) for _, e in enc["offset_mapping"][:needed]]
+    return TokenizedHaystack(full, list(enc["input_ids"][:needed]), ends, repeats)
+
+
+def splice(text: str, needles: list[str], points: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """`text` with each needle inserted at its character point, and each needle's span."""
     order = sorted(range(len(needles)), key=lambda i: (points[i], i))
-    out: list[int] = []
-    offsets = [0] * len(needles)
-    last = 0
+    parts: list[str] = []
+    spans = [(0, 0)] * len(needles)
+    at = last = 0
     for i in order:
-        out.extend(hay[last : points[i]])
-        offsets[i] = len(out)
-        out.extend(needles[i])
+        parts.append(text[last : points[i]])
+        at += points[i] - last
+        spans[i] = (at, at + len(needles[i]))
+        parts.append(needles[i])
+        at += len(needles[i])
         last = points[i]
-    out.extend(hay[last:])
-    return out, offsets
+    parts.append(text[last:])
+    return "".join(parts), spans
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading items `a` and `b` share (binary search over C-speed slice compares)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def mark_shared_prefixes(cells: list[Cell]) -> None:
+    """Set each cell's shared_prefix: the most leading ids it shares with another of `cells`.
+    The cells of one length share the prompt up to the shallower needle; a backend can compute
+    that part once. In sorted order a cell's longest common prefix is with a neighbour."""
+    order = sorted(cells, key=lambda c: c.input_ids)
+    for a, b in itertools.pairwise(order):
+        n = common_prefix(a.input_ids, b.input_ids)
+        a.shared_prefix, b.shared_prefix = max(a.shared_prefix, n), max(b.shared_prefix, n)
 
 
 class ContextBuilder:
-    """Builds the cells of a NeedleEval grid with one tokenizer and one haystack.
+    """Builds the cells of a NeedleEval grid with one tokenizer and one haystack (clean harness).
 
-    Cells are built one at a time (a 128K cell is a list of 128K ints; 400 of them at once
-    would not fit comfortably), but `plan()` checks every cell's budget before any runs.
+    Cells are built one length at a time (a 128K cell is a list of 128K ints; 400 of them at
+    once would not fit comfortably), but `plan()` checks every cell's budget before any runs.
     """
 
     def __init__(
@@ -247,14 +268,14 @@ class ContextBuilder:
     ):
         if task == "single":
             check_answer_in_needle(needle, answer)
+        require_offsets(tokenizer)
         self.tok = tokenizer
         self.task, self.needle, self.question, self.answer = task, needle, question, answer
-        self.buffer, self.count, self.seed = buffer, needles, seed
+        self.template, self.buffer, self.count, self.seed = template, buffer, needles, seed
         self.max_new_tokens, self.model_max_length = max_new_tokens, model_max_length
-        self.pre, self.post = template.split("{context}", 1)
-        self.lead = leading_special_ids(tokenizer)
         self.ends = sentence_end_ids(tokenizer)
-        self.hay, self.repeats = haystack_ids(tokenizer, haystack, max(lengths))
+        self.hay = tokenize_haystack(tokenizer, haystack, max(lengths))
+        self.repeats = self.hay.repeats
 
     def needles_of(self, length: int, depth: float) -> Needles:
         rng = random.Random(f"{self.seed}/{length}/{float(depth):g}")
@@ -283,23 +304,21 @@ class ContextBuilder:
 
     def cell(self, length: int, depth: float) -> Cell:
         needles = self.needles_of(length, depth)
-        needle_ids = self._needle_ids(needles)
-        hay = self.hay[: self.budget(length, needle_ids)]
-        depths = needle_depths(depth, len(needle_ids))
-        context, offsets = place_needles(hay, needle_ids, depths, self.ends)
-        fill = needles.question
-        head = self.lead + encode(self.tok, self.pre.replace("{question}", fill))
-        tail = encode(self.tok, self.post.replace("{question}", fill))
-        ids = head + context + tail
-        limit = self.model_max_length
-        return Cell(
+        lines = [f"\n{t}\n" for t in needles.texts]
+        kept = self.budget(length, self._needle_ids(needles))
+        hay = self.hay.ids[:kept]
+        points = [
+            insertion_point(kept, d, hay, self.ends) for d in needle_depths(depth, len(lines))
+        ]
+        # a token boundary as a character offset: where the token before it ends
+        chars = [self.hay.ends[p - 1] if p else 0 for p in points]
+        context, spans = splice(self.hay.text[: self.hay.ends[kept - 1]], lines, chars)
+        return tokenize_cell(
+            self.tok,
+            fill(self.template, needles.question, context, spans),
             length=length,
             depth=depth,
-            input_ids=ids,
-            needle_offsets=[len(head) + o for o in offsets],
-            needle_tokens=[len(n) for n in needle_ids],
-            haystack_tokens=len(context),
-            context_start=len(head),
             needles=needles,
-            extrapolated=limit is not None and len(ids) + self.max_new_tokens > limit,
+            limit=self.model_max_length,
+            max_new_tokens=self.max_new_tokens,
         )

@@ -1,12 +1,15 @@
 """The haystack: .txt files under a URI read in sorted order, or the paper's Paul Graham essays.
 
 The paper's harness concatenates the essays with nothing in between and repeats the whole
-set until it is at least as long as the longest context; we do the same (tokenizing once).
+set until it is at least as long as the longest context; we do the same. Files are read as
+its `open(file, 'r')` reads them: UTF-8 with universal newlines, so CRLF and lone CR become
+LF whatever the storage.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +59,13 @@ def load_haystack(uri: str, storage_spec: StorageSpec | None = None) -> Haystack
         raise HaystackError(
             f"spec.haystack.uri: no .txt files under {uri}; the haystack must be plain-text .txt files"
         )
-    texts = [fs.cat_file(p).decode("utf-8", errors="replace") for p in paths]
+    texts = [text_of(fs.cat_file(p)) for p in paths]
     return _checked(uri, paths, texts)
+
+
+def text_of(data: bytes) -> str:
+    """Bytes of a .txt file as Python's text mode reads them: UTF-8, universal newlines."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace").read()
 
 
 def _paul_graham() -> Haystack:
@@ -72,7 +80,7 @@ def _paul_graham() -> Haystack:
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "PaulGrahamEssays"
     paths = sorted(str(p) for p in folder.glob("*.txt"))
-    texts = [Path(p).read_text(encoding="utf-8", errors="replace") for p in paths]
+    texts = [text_of(Path(p).read_bytes()) for p in paths]
     return _checked(BUILTIN_PAUL_GRAHAM, paths, texts)
 
 

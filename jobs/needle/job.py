@@ -8,7 +8,8 @@ is written last: it is the marker the operator checks.
 results.json: the summary (`score` clean 0-100, `paperScore` as the paper's scorer computes
 it and `paperScoreMax` the most it can give, `byLength` and `byDepth` means of both,
 `extrapolation` with the lengths past the model's max_position_embeddings, `haystack` with
-how many passes over it were needed, model, task, backend, training length), `cells` (per
+how many passes over it were needed, model, task, `harness` (clean or paper: how the prompts
+were built), backend, training length), `cells` (per
 cell: `length` asked, `contextTokens` fed including the prompt, `haystackTokens` of
 haystack and needle, `depth` asked, `needleDepth` where the needle really sits after the
 move back to a sentence end, `needleTokenOffset` of the needle in the fed tokens,
@@ -41,9 +42,10 @@ from longreach.contract.report import ReportWriter
 from longreach.jobs.entry import claim
 from longreach.jobs.fetch import fetch_model
 from longreach.jobs.needle.backends import Backend, open_backend
-from longreach.jobs.needle.grid import Cell, ContextBuilder, cell_key
+from longreach.jobs.needle.grid import Cell, ContextBuilder, cell_key, mark_shared_prefixes
 from longreach.jobs.needle.haystack import load_haystack
 from longreach.jobs.needle.heatmap import heatmap_png
+from longreach.jobs.needle.paper import PaperContextBuilder
 from longreach.jobs.needle.scoring import paper_score, score_cell, summarize
 
 
@@ -72,6 +74,7 @@ def fingerprint(config: NeedleJobConfig) -> str:
         **s.model_dump(
             include={
                 "task",
+                "harness",
                 "needle",
                 "question",
                 "answer",
@@ -184,10 +187,11 @@ def _evaluate(
         )
     started = time.time()
     for n in lengths:
-        pending = [d for d in depths if cell_key(n, d) not in done]
+        pending = [builder.cell(n, d) for d in depths if cell_key(n, d) not in done]
+        mark_shared_prefixes(pending)  # the backend may compute a shared prefix once
         step = backend.batch_limit(spec.batchSize) if backend else 1
         for i in range(0, len(pending), step):
-            cells = [builder.cell(n, d) for d in pending[i : i + step]]
+            cells = pending[i : i + step]
             assert backend is not None
             responses = backend.generate(cells, spec.maxNewTokens)
             for cell, response in zip(cells, responses, strict=True):
@@ -208,7 +212,20 @@ def _evaluate(
 
 def _builder(
     spec: NeedleEvalSpec, tokenizer: Any, text: str, lengths: list[int], limit: int | None
-) -> ContextBuilder:
+) -> ContextBuilder | PaperContextBuilder:
+    if spec.harness == "paper":
+        return PaperContextBuilder(
+            tokenizer,
+            needle=spec.needle,
+            question=spec.question,
+            answer=spec.answer,
+            template=spec.promptTemplate,
+            buffer=spec.answerBufferTokens,
+            haystack=text,
+            lengths=lengths,
+            max_new_tokens=spec.maxNewTokens,
+            model_max_length=limit,
+        )
     return ContextBuilder(
         tokenizer,
         task=spec.task,
@@ -235,7 +252,7 @@ def _summary(
     config: NeedleJobConfig,
     rows: list[dict[str, Any]],
     haystack: Any,
-    builder: ContextBuilder,
+    builder: ContextBuilder | PaperContextBuilder,
     limit: int | None,
     backend: Backend | None,
     seconds: float,
@@ -251,6 +268,7 @@ def _summary(
         "namespace": config.namespace,
         "model": config.modelUri,
         "task": spec.task,
+        "harness": spec.harness,
         "backend": backend.name if backend else "none (all cells from an earlier attempt)",
         "trainingLength": config.trainingLength,
         "modelMaxLength": limit,

@@ -17,9 +17,9 @@ from longreach.contract.errors import InputError
 from longreach.contract.needleeval import NeedleReport
 from longreach.contract.report import read_report
 from longreach.jobs.needle.backends import BackendError, open_backend
-from longreach.jobs.needle.grid import GridError
 from longreach.jobs.needle.haystack import HaystackError, load_haystack
 from longreach.jobs.needle.job import run
+from longreach.jobs.needle.tasks import GridError
 
 from .conftest import job_config
 
@@ -166,4 +166,4 @@ def test_builtin_paul_graham_essays(tokenizer: Any) -> None:
         max_new_tokens=50,
     )
     cell = b.cell(4000, 50.0)
-    assert cell.haystack_tokens == 3800 and b.repeats == 1
+    assert abs(cell.haystack_tokens - 3800) <= 3 and b.repeats == 1

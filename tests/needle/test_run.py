@@ -82,14 +82,16 @@ def test_full_run_on_s3_writes_results_heatmap_and_progress(
     )
 
 
+@pytest.mark.parametrize("harness", ["clean", "paper"])
 def test_extractive_backend_scores_100_with_the_needle_and_0_without(
-    tiny_model: Path, haystack_dir: Path, tmp_path: Path, tokenizer: Any
+    tiny_model: Path, haystack_dir: Path, tmp_path: Path, tokenizer: Any, harness: str
 ) -> None:
     config = job_config(
         str(tiny_model),
         str(haystack_dir),
         str(tmp_path / "out"),
         depths={"values": [0, 40, 77, 100]},
+        harness=harness,
     )
     stats = run(config, backend=ExtractiveBackend(tokenizer, removed_depths={40.0}))
     by_depth = stats["summary"]["byDepth"]
@@ -98,7 +100,7 @@ def test_extractive_backend_scores_100_with_the_needle_and_0_without(
         assert by_depth[depth]["score"] == 100
         assert by_depth[depth]["paperScore"] == pytest.approx(91.6667, abs=1e-3)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["backend"] == "extractive-test"
+    assert results["backend"] == "extractive-test" and results["harness"] == harness
 
 
 @pytest.mark.parametrize("task", ["multi-key", "multi-value"])

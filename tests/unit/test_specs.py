@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from longreach.contract.common import format_tokens, parse_tokens
 from longreach.contract.contextextension import ContextExtensionSpec
 from longreach.contract.datamixture import SLIMPAJAMA_SHARES, DataMixtureSpec
-from longreach.contract.needleeval import NeedleEvalSpec
+from longreach.contract.needleeval import DepthGrid, LengthGrid, NeedleEvalSpec, round_linspace
 from longreach.operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
@@ -106,6 +106,37 @@ def test_needle_grid_is_the_papers() -> None:
         len(lengths) == 40 and lengths[0] == 1000 and lengths[-1] == 128000 and lengths[1] == 4256
     )
     assert depths == [0.0, 11.0, 22.0, 33.0, 44.0, 56.0, 67.0, 78.0, 89.0, 100.0]
+    assert spec.harness == "clean"
+
+
+def test_grid_rounding_is_numpys_ties_included() -> None:
+    """round(linspace) as numpy computes it, over 120K (min, max, count) grids, 393 of which
+    have an exact .5 tie that another float order rounds the other way: 15 * 100 / 24 is 62.5
+    exactly and rounds to 62, numpy's 15 * (100 / 24) is 62.500000000000007 and rounds to 63."""
+    import numpy as np
+
+    assert DepthGrid(count=25).resolve()[15] == 63
+    assert LengthGrid(min=1, max=25, count=25).resolve() == list(range(1, 26))
+    spans = np.arange(1, 1201)
+    for lo in (1, 1000):
+        assert round_linspace(lo, lo, 7) == [lo] * 7
+        for n in range(1, 52):
+            # array bounds give one linspace per span (none zero: numpy divides first then)
+            want = np.round(np.linspace(lo, lo + spans, n, axis=1)).astype(int).tolist()
+            for span, row in zip(spans.tolist(), want, strict=True):
+                assert round_linspace(lo, lo + span, n) == row, (lo, lo + span, n)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"harness": "paper", "task": "multi-key"}, "harness: harness paper reproduces"),
+        ({"harness": "exact"}, "Input should be 'clean' or 'paper'"),
+    ],
+)
+def test_needle_rules_name_the_field(overrides: dict, words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        NeedleEvalSpec.model_validate({"model": {"uri": "m"}, "output": {"uri": "o"}, **overrides})
 
 
 def test_operator_settings_from_env() -> None:
