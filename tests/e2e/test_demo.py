@@ -28,6 +28,7 @@ def longreach(*args: str, **kwargs: object) -> subprocess.Popen[str]:
     )  # type: ignore[call-overload]
 
 
+@pytest.mark.timeout(1800)  # two demo runs; slower on a loaded machine
 def test_demo_runs_the_recipe_and_resumes_after_ctrl_c(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     demo = artifacts / "demo"
@@ -48,7 +49,10 @@ def test_demo_runs_the_recipe_and_resumes_after_ctrl_c(tmp_path: Path) -> None:
 
     # Second run: the mixture is skipped, training resumes, the needle grid finishes.
     second = longreach("demo", "--artifacts", str(artifacts))
-    out2, _ = second.communicate(timeout=900)
+    try:
+        out2, _ = second.communicate(timeout=1200)
+    finally:
+        second.kill()  # on a timeout: its jobs follow it (parent-death signal)
     assert second.returncode == 0, out2
     assert "DataMixture/demo-mixture: already done" in out2
     manifest = json.loads((demo / "mixture" / "manifest.json").read_text())
