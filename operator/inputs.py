@@ -55,6 +55,12 @@ def missing(uri: str, store: StorageSpec, settings: OperatorSettings) -> bool:
         return False
 
 
+def model_folder(field: str, uri: str) -> tuple[str, str, str]:
+    """The check that `uri` is a Hugging Face model folder."""
+    expected = "point it at a Hugging Face model folder (config.json, weights, tokenizer)"
+    return field, storage.join(uri, "config.json"), expected
+
+
 def first_missing(
     checks: list[tuple[str, str, str]], store: StorageSpec, settings: OperatorSettings
 ) -> str | None:

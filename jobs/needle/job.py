@@ -213,34 +213,20 @@ def _evaluate(
 def _builder(
     spec: NeedleEvalSpec, tokenizer: Any, text: str, lengths: list[int], limit: int | None
 ) -> ContextBuilder | PaperContextBuilder:
+    common: dict[str, Any] = {
+        "needle": spec.needle,
+        "question": spec.question,
+        "answer": spec.answer,
+        "template": spec.promptTemplate,
+        "buffer": spec.answerBufferTokens,
+        "haystack": text,
+        "lengths": lengths,
+        "max_new_tokens": spec.maxNewTokens,
+        "model_max_length": limit,
+    }
     if spec.harness == "paper":
-        return PaperContextBuilder(
-            tokenizer,
-            needle=spec.needle,
-            question=spec.question,
-            answer=spec.answer,
-            template=spec.promptTemplate,
-            buffer=spec.answerBufferTokens,
-            haystack=text,
-            lengths=lengths,
-            max_new_tokens=spec.maxNewTokens,
-            model_max_length=limit,
-        )
-    return ContextBuilder(
-        tokenizer,
-        task=spec.task,
-        needle=spec.needle,
-        question=spec.question,
-        answer=spec.answer,
-        template=spec.promptTemplate,
-        buffer=spec.answerBufferTokens,
-        needles=spec.needles,
-        seed=spec.seed,
-        haystack=text,
-        lengths=lengths,
-        max_new_tokens=spec.maxNewTokens,
-        model_max_length=limit,
-    )
+        return PaperContextBuilder(tokenizer, **common)
+    return ContextBuilder(tokenizer, task=spec.task, needles=spec.needles, seed=spec.seed, **common)
 
 
 def _write_cells(uri: str, st: StorageSpec, done: dict[str, dict[str, Any]]) -> None:

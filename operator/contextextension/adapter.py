@@ -19,7 +19,7 @@ from longreach.contract.datamixture import DataMixtureSpec, DataMixtureStatus
 from longreach.operator.adapter import CONFIG_MAP, SERVICE, Adapter, ChildKind, Dependency, Resolved
 from longreach.operator.contextextension import builders
 from longreach.operator.contextextension.memory import plan
-from longreach.operator.inputs import first_missing
+from longreach.operator.inputs import first_missing, model_folder
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import ChildState
 
@@ -82,8 +82,7 @@ class ContextExtensionAdapter(
         assumed shapes refuses nothing)."""
         checks = []
         if spec.model.uri:
-            folder = "point it at a Hugging Face model folder (config.json, weights, tokenizer)"
-            checks.append(("model.uri", storage.join(spec.model.uri, "config.json"), folder))
+            checks.append(model_folder("model.uri", spec.model.uri))
         if spec.data.uri:
             finished = "point it at a finished DataMixture output (with manifest.json)"
             checks.append(("data.uri", storage.join(spec.data.uri, "manifest.json"), finished))

@@ -15,7 +15,7 @@ from longreach.contract.needleeval import (
     NeedleJobConfig,
 )
 from longreach.operator.adapter import CONFIG_MAP, Adapter, ChildKind, Dependency, Resolved
-from longreach.operator.inputs import first_missing
+from longreach.operator.inputs import first_missing, model_folder
 from longreach.operator.needleeval import builders
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import ChildState
@@ -69,8 +69,7 @@ class NeedleEvalAdapter(Adapter[NeedleEvalSpec, NeedleEvalStatus, NeedleJobConfi
         """Refuse a model folder or haystack that are not there."""
         checks = [("haystack.uri", spec.haystack.uri, "point it at a folder or glob of .txt files")]
         if spec.model.uri:
-            folder = "point it at a Hugging Face model folder (config.json, weights, tokenizer)"
-            checks.insert(0, ("model.uri", storage.join(spec.model.uri, "config.json"), folder))
+            checks.insert(0, model_folder("model.uri", spec.model.uri))
         return first_missing(checks, spec.storage, settings)
 
     def summary(self, spec: NeedleEvalSpec, status: NeedleEvalStatus) -> list[str]:

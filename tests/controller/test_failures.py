@@ -16,6 +16,7 @@ from longreach.contract.ownership import Lease, Owner
 from .conftest import Operator, get, wait_for
 from .test_children import apply
 from .test_lifecycle import mixture, patch_status, phase, report
+from .test_truth import needle
 
 pytestmark = pytest.mark.integration
 
@@ -53,18 +54,7 @@ def test_missing_inputs_are_refused_before_any_child(
     status = failed(cp, "dmix", "mix", namespace, operator)
     assert status["message"].startswith(f"sources[1].uri: nothing at {tmp_path}/no-such-corpus")
     assert "NotFound" in cp.kubectl("get", "rayjob", "mix", "-n", namespace, check=False).stderr
-    apply(
-        cp,
-        namespace,
-        f"""
-        apiVersion: longreach.io/v1alpha1
-        kind: NeedleEval
-        metadata: {{name: niah}}
-        spec:
-          model: {{uri: {tmp_path}/no-model}}
-          output: {{uri: {tmp_path}/niah}}
-        """,
-    )
+    apply(cp, namespace, needle("niah", tmp_path / "niah", model=f"{tmp_path}/no-model"))
     status = failed(cp, "needle", "niah", namespace, operator)
     assert status["message"].startswith(f"model.uri: nothing at {tmp_path}/no-model/config.json")
     assert "NotFound" in cp.kubectl("get", "job", "niah", "-n", namespace, check=False).stderr
