@@ -33,6 +33,8 @@ class Report(Model):
     """One line on what the job is doing, or why it ended."""
     error: str = ""
     """The whole error, when state is failed."""
+    warnings: list[str] = []
+    """What the user should know although the job goes on (the operator's Warning condition)."""
     updatedAt: float = 0
     """When the job wrote this (seconds since the epoch)."""
     result: Model | None = None
