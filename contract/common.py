@@ -134,6 +134,7 @@ def rounded(digits: int) -> PlainSerializer:
 
 Round1 = Annotated[float, rounded(1)]
 Round3 = Annotated[float, rounded(3)]
+Round4 = Annotated[float, rounded(4)]
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 # A Kubernetes resource quantity (`8`, `500m`, `32Gi`); int-or-string in the CRD.

@@ -13,6 +13,8 @@ from longreach.contract.common import (
     Placement,
     Quantity,
     Round1,
+    Round3,
+    Round4,
     StatusBase,
     Tokens,
     rule,
@@ -33,6 +35,8 @@ SLIMPAJAMA_SHARES: dict[str, float] = {
 
 Strategy = Literal["per-source", "original", "cut", "global", "upsample-domains"]
 Format = Literal["auto", "jsonl", "jsonl.zst", "parquet"]
+Shortfall = Literal["smaller-total", "fail"]
+MissingDomains = Literal["fail", "renormalize"]
 
 
 class SourceSpec(Model):
@@ -69,13 +73,17 @@ class StrategySpec(Model):
     shortDocumentTokens: int = Field(default=4096, ge=1)
     """Documents estimated shorter than this many tokens count as short."""
     shortDocumentKeepProbability: float = Field(default=0.1, ge=0, le=1)
-    """Probability of keeping a short document (per-source, global, upsample-domains)."""
+    """Probability of keeping a short document (per-source, global, upsample-domains); raised where a budget needs more."""
     charsPerToken: float = Field(default=3.68, gt=0)
     """Characters per token, to estimate a document's length before tokenizing."""
     cutTokens: int = Field(default=4096, ge=1)
     """Piece length in tokens for type cut."""
     domainShares: dict[str, float] = {}
     """Token share per domain; default SlimPajama's. For upsample-domains, the shares of the upsampled domains."""
+    shortfall: Shortfall = "smaller-total"
+    """When a domain's whole corpus cannot fill its budget: smaller-total keeps every share with a smaller total (and a Warning condition), fail stops before any shard is written."""
+    missingDomains: MissingDomains = "fail"
+    """When domains with a share have no documents: fail before any shard is written, or renormalize the shares over the domains present."""
 
     @rule(
         "self.type != 'upsample-domains' || size(self.domainShares) > 0",
@@ -117,7 +125,7 @@ class DataMixtureSpec(Placement):
     strategy: StrategySpec = StrategySpec()
     """The mixture strategy and its parameters."""
     totalTokens: Tokens
-    """Total training tokens to produce, e.g. 5B or 500M."""
+    """Total training tokens to produce, e.g. 5B or 500M: tokens of the given tokenizer, BOS (and EOS) included."""
     sequenceLength: int = Field(ge=16, le=4194304)
     """Tokens per packed chunk, e.g. 131072."""
     seed: int = 15213
@@ -143,19 +151,53 @@ class MixtureProgress(Model):
     """Share of the job done, 0-100."""
 
 
+class KeepProbability(Model):
+    """The short-document keep probability of one domain."""
+
+    requested: Round3 = 0
+    """strategy.shortDocumentKeepProbability (1 for original and cut, which keep every document)."""
+    effective: Round3 = 0
+    """The one applied: higher where the domain's budget needed more of its short documents."""
+
+
+class LongDocumentShare(Model):
+    """Share of tokens in long documents, before and after mixing, counted one way."""
+
+    before: Round3 = 0
+    """In the corpus."""
+    after: Round3 = 0
+    """In the documents the mixture kept."""
+
+
+class LongDocumentShares(Model):
+    """Share of tokens in long documents (estimated length at least shortDocumentTokens, the
+    paper's rule), counted two ways."""
+
+    byEstimate: LongDocumentShare = LongDocumentShare()
+    """Tokens counted as characters / charsPerToken, the paper's estimate."""
+    byTokenizer: LongDocumentShare = LongDocumentShare()
+    """Tokens of the tokenizer, BOS included; before mixing, estimated tokens times the tokenizer tokens per estimated token of a sample."""
+
+
 class MixtureResult(Model):
     """What the job produced."""
 
     uri: str = ""
     """Output location, with manifest.json."""
     tokens: int = 0
-    """Training tokens written."""
+    """Training tokens written (tokens of the tokenizer, BOS included)."""
     chunks: int = 0
     """Training chunks written."""
-    domainShares: dict[str, float] = {}
+    domainShares: dict[str, Round4] = {}
     """Token share per domain in the output."""
-    longDocumentTokenFraction: float = 0
-    """Share of tokens in documents longer than the short-document threshold."""
+    targetShares: dict[str, Round4] = {}
+    """Token share per domain the strategy aimed at."""
+    longDocumentTokenFraction: Round3 = 0
+    """Share of tokens in long documents after mixing, by the paper's estimate (longDocumentShare.byEstimate.after)."""
+    longDocumentShare: LongDocumentShares = LongDocumentShares()
+    """Share of tokens in long documents before and after mixing, by estimate and by tokenizer."""
+    keepProbability: dict[str, KeepProbability] = {}
+    """Per domain: the requested and the effective short-document keep probability."""
 
 
 class DataMixtureStatus(StatusBase):
@@ -186,6 +228,8 @@ class MixtureJobConfig(JobConfig):
     """What the mixture job reads from its config file."""
 
     kind: ClassVar[str] = "DataMixture"
+    output_format: ClassVar[int] = 2
+    """2: budgets met within one document; an output of format 1 differs."""
     run_only: ClassVar[dict[str, Any]] = {"spec": {"ray": True, "maxCorruptFraction": True}}
 
     spec: DataMixtureSpec
@@ -206,10 +250,10 @@ CONTRACT = KindContract(
         column("Progress", "number", ".status.progress.percent", "Percent done"),
         column("Tokens", "integer", ".status.result.tokens", "Training tokens written"),
         column(
-            "Long-docs",
+            "Long-docs-est",
             "number",
             ".status.result.longDocumentTokenFraction",
-            "Share of tokens in long documents",
+            "Share of tokens in long documents after mixing, by the paper's estimate",
             priority=1,
         ),
     ),

@@ -22,6 +22,8 @@ class JobConfig(Model):
 
     kind: ClassVar[str] = ""
     """The kind this config belongs to (set by each kind's subclass)."""
+    output_format: ClassVar[int] = 1
+    """The version of the output's layout; a new one makes every old output another config."""
     run_only: ClassVar[dict[str, Any]] = {}
     """Fields (pydantic `exclude` form) that change how the job runs, not what it writes; the
     placement fields of the spec and the config's own bookkeeping are always left out."""
@@ -52,6 +54,7 @@ class JobConfig(Model):
         }
         return {
             "kind": self.kind,
+            "format": self.output_format,
             "spec": self.spec.model_dump(by_alias=True, mode="json", exclude=spec_skip),
             **self.model_dump(by_alias=True, mode="json", exclude=own),
         }

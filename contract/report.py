@@ -35,6 +35,8 @@ class Report(Model):
     """The whole error, when state is failed."""
     badInput: bool = False
     """The failure is bad input (exit code 2): retrying cannot help, so nothing retries it."""
+    warnings: list[str] = []
+    """What the user should know although the job goes on (the operator's Warning condition)."""
     updatedAt: float = 0
     """When the job wrote this (seconds since the epoch)."""
     result: Model | None = None

@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -48,6 +48,8 @@ class Resource:
     adapter: AnyAdapter
     status: StatusBase | None = None
     """The status the operator would write once it succeeded (from the job's report)."""
+    warnings: list[str] = field(default_factory=list)
+    """The job's warnings (the operator's Warning condition)."""
 
     @property
     def label(self) -> str:
@@ -56,6 +58,7 @@ class Resource:
     def succeeded(self, report: Report | None) -> None:
         fields = report.status_fields(with_result=True) if report else {}
         self.status = self.adapter.contract.status.model_validate({"phase": "Succeeded", **fields})
+        self.warnings = list(report.warnings) if report else []
 
 
 def resolve(value: str, base: str) -> str:
@@ -235,6 +238,7 @@ def summary(resources: list[Resource]) -> str:
         assert r.status is not None
         first, *rest = r.adapter.summary(r.spec, r.status)
         lines += [f"  {r.label}: {first}", *(f"    {line}" for line in rest)]
+        lines += [f"    warning: {w}" for w in r.warnings]
     return "\n".join(lines)
 
 

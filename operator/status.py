@@ -41,6 +41,9 @@ class Observation:
     fields: dict[str, Any] = field(default_factory=dict)
     """The kind's own status fields (progress, result, ...) from the job's report."""
     attempts: int | None = None
+    warnings: list[str] | None = None
+    """The job's warnings (its report's), shown as a Warning condition; None where the job's
+    report was not read (the Warning condition stays as it was)."""
 
 
 def bad_input(child: ChildState, report: Report | None) -> bool:
@@ -85,7 +88,12 @@ def observe(
     phase, reason, message = phase_of(child, report, committed, marker)
     fields = report.status_fields(with_result=phase == "Succeeded") if report else {}
     return Observation(
-        phase, reason, message, fields, attempts=max(child.attempts, attempts_before, 1)
+        phase,
+        reason,
+        message,
+        fields,
+        attempts=max(child.attempts, attempts_before, 1),
+        warnings=list(report.warnings) if report else [],
     )
 
 
@@ -95,7 +103,8 @@ _CONDITIONS = ("Ready", "Succeeded", "Failed", "Waiting")
 def conditions(
     old: list[dict[str, Any]], obs: Observation, generation: int
 ) -> list[dict[str, Any]]:
-    """Ready, Succeeded, Failed and Waiting; lastTransitionTime moves only when status flips."""
+    """Ready, Succeeded, Failed and Waiting, then Warning once the job has warned;
+    lastTransitionTime moves only when status flips."""
     wanted = {
         "Ready": obs.phase == "Succeeded",
         "Succeeded": obs.phase == "Succeeded",
@@ -105,22 +114,43 @@ def conditions(
     previous = {c.get("type"): c for c in old}
     out = []
     for ctype in _CONDITIONS:
-        status = "True" if wanted[ctype] else "False"
-        before = previous.get(ctype, {})
-        reason = obs.reason if wanted[ctype] or ctype == "Ready" else obs.phase
+        shown = wanted[ctype] or ctype == "Ready"
         out.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": obs.message if wanted[ctype] or ctype == "Ready" else "",
-                "lastTransitionTime": before.get("lastTransitionTime", now())
-                if before.get("status") == status
-                else now(),
-                "observedGeneration": generation,
-            }
+            _condition(
+                previous.get(ctype, {}),
+                ctype,
+                wanted[ctype],
+                obs.reason if shown else obs.phase,
+                obs.message if shown else "",
+                generation,
+            )
+        )
+    before = previous.get("Warning")
+    if obs.warnings is None:  # the job's report was not read: the condition stays as it was
+        out.extend([before] if before else [])
+    elif obs.warnings or before:
+        reason = "JobWarning" if obs.warnings else obs.phase
+        message = "; ".join(obs.warnings)[:1000]
+        out.append(
+            _condition(before or {}, "Warning", bool(obs.warnings), reason, message, generation)
         )
     return out
+
+
+def _condition(
+    before: dict[str, Any], ctype: str, true: bool, reason: str, message: str, generation: int
+) -> dict[str, Any]:
+    status = "True" if true else "False"
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": before.get("lastTransitionTime", now())
+        if before.get("status") == status
+        else now(),
+        "observedGeneration": generation,
+    }
 
 
 def status_patch(old: dict[str, Any], obs: Observation, generation: int) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""The DataMixture job: check inputs, scan (pass 1), plan, build (pass 2), finish, commit.
+"""The DataMixture job: check inputs, scan (pass 1), plan, build (pass 2), fill, commit.
 
-Both passes are Ray Data maps over input files; the driver only merges integer statistics,
-packs the per-file trailing partial chunks and the validation documents in file order, and
-writes the manifest last. The output depends on the config alone: not on worker count,
-block size, batch size or arrival order.
+Both passes map over input files (with Ray Data, or in this process for small work: see
+raymap.py); the driver only merges integer statistics, settles each domain's band documents
+(fill.py), packs the groups' trailing partial chunks, those band documents and the validation
+documents in group order, and writes the manifest last. The output depends on the config
+alone: not on worker count, block size, batch size, arrival order or where the maps ran.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from longreach.contract.datamixture import (
     CONTRACT,
     DataMixtureSpec,
+    KeepProbability,
+    LongDocumentShares,
     MixtureJobConfig,
     MixtureProgress,
     MixtureReport,
@@ -32,19 +35,34 @@ from longreach.contract.storage import (
     write_json,
 )
 from longreach.jobs.entry import claim
+from longreach.jobs.mixture.fill import Fill, band_documents, decide
 from longreach.jobs.mixture.manifest import build_manifest, plot_png
-from longreach.jobs.mixture.output import finish, finished_manifest
-from longreach.jobs.mixture.raymap import RunOptions, connect_ray, ray_map, unwrap
+from longreach.jobs.mixture.output import carry_indexes, finish, finished_manifest
+from longreach.jobs.mixture.plan import MARGIN, Plan, group_files, make_plan
+from longreach.jobs.mixture.raymap import (
+    COMPRESSION,
+    LOCAL_BUILD_TOKENS,
+    LOCAL_SCAN_BYTES,
+    RunOptions,
+    map_units,
+    unwrap,
+)
 from longreach.jobs.mixture.readers import FileUnit, check_first_record, list_files
 from longreach.jobs.mixture.selection import (
     DomainStats,
+    OrderHistogram,
     Scorer,
-    group_files,
-    make_plan,
+    merge_orders,
     merge_stats,
 )
 from longreach.jobs.mixture.tokenizer import TokenizerInfo, tokenizer_info
-from longreach.jobs.mixture.units import BuildSettings, build_unit, scan_unit, unit_name
+from longreach.jobs.mixture.units import (
+    BuildSettings,
+    build_unit,
+    lines_uri,
+    scan_unit,
+    unit_name,
+)
 
 log = logging.getLogger("longreach.mixture")
 
@@ -83,30 +101,37 @@ def check_inputs(ctx: Context) -> TokenizerInfo:
     return tokenizer
 
 
-def scan(ctx: Context, scorer: Scorer, tokenizer: TokenizerInfo) -> dict[str, DomainStats]:
-    """Pass 1 (or its saved result): per-domain statistics; fails on too many corrupt lines."""
+Scan = tuple[dict[str, DomainStats], dict[str, OrderHistogram]]
+
+
+def scan(ctx: Context, scorer: Scorer, tokenizer: TokenizerInfo) -> Scan:
+    """Pass 1 (or its saved result): per-domain statistics and order histograms; fails on too
+    many corrupt lines."""
     spec, storage = ctx.spec, ctx.spec.storage
     saved = read_json_if_exists(join(ctx.work, "scan.json"), storage)
     if saved is not None:
         ctx.state.update(
-            records=saved["records"], corrupt=saved["corrupt"], file_eligible=saved["fileEligible"]
+            records=saved["records"], corrupt=saved["corrupt"], file_tokens=saved["fileTokens"]
         )
-        return {d: DomainStats.from_json(s) for d, s in saved["stats"].items()}
+        return _parse_scan(saved)
     units = ctx.units
     stats: dict[str, DomainStats] = {}
+    orders: dict[str, OrderHistogram] = {}
     records = corrupt = 0
     examples: list[str] = []
-    file_eligible: list[dict[str, int]] = [{} for _ in units]
+    file_tokens: list[dict[str, int]] = [{} for _ in units]
 
     def one(i: int) -> dict[str, Any]:
-        return {
-            "file": i,
-            **scan_unit(units[i], spec.sources[units[i].source], storage, scorer, tokenizer),
-        }
+        source, record = spec.sources[units[i].source], lines_uri(ctx.out, i)
+        return {"file": i, **scan_unit(units[i], source, storage, scorer, tokenizer, record)}
 
-    for done, part in enumerate(ray_map(list(range(len(units))), one, ctx.options), start=1):
-        file_eligible[part["file"]] = part["eligibleTokens"]
-        merge_stats(stats, {d: DomainStats.from_json(s) for d, s in part["stats"].items()})
+    size = sum(u.size * COMPRESSION.get(u.format, 1) for u in units)
+    parts = map_units(list(range(len(units))), one, ctx.options, small=size <= LOCAL_SCAN_BYTES)
+    for done, part in enumerate(parts, start=1):
+        file_tokens[part["file"]] = part["tokens"]
+        stats_part, orders_part = _parse_scan(part)
+        merge_stats(stats, stats_part)
+        merge_orders(orders, orders_part)
         records += part["records"]
         corrupt += part["corrupt"]
         examples.extend(part["examples"])
@@ -122,24 +147,32 @@ def scan(ctx: Context, scorer: Scorer, tokenizer: TokenizerInfo) -> dict[str, Do
             f"{corrupt} of {records} records are corrupt ({corrupt / max(records, 1):.3%}), more than "
             f"maxCorruptFraction {spec.maxCorruptFraction}; first: {'; '.join(sorted(examples)[:3])}"
         )
-    ctx.state.update(records=records, corrupt=corrupt, file_eligible=file_eligible)
+    ctx.state.update(records=records, corrupt=corrupt, file_tokens=file_tokens)
     write_json(
         join(ctx.work, "scan.json"),
         {
             "records": records,
             "corrupt": corrupt,
-            "fileEligible": file_eligible,
+            "fileTokens": file_tokens,
             "stats": {d: s.to_json() for d, s in stats.items()},
+            "order": {d: o.to_json() for d, o in orders.items()},
         },
         storage,
     )
-    return stats
+    return stats, orders
 
 
-def build(ctx: Context, settings: BuildSettings) -> list[dict[str, Any]]:
+def _parse_scan(obj: dict[str, Any]) -> Scan:
+    return (
+        {d: DomainStats.from_json(s) for d, s in obj["stats"].items()},
+        {d: OrderHistogram.from_json(o) for d, o in obj["order"].items()},
+    )
+
+
+def build(ctx: Context, settings: BuildSettings, plan: Plan) -> list[dict[str, Any]]:
     """Pass 2 over the file groups not done yet; every group's summary in group order."""
     storage, units, sources = ctx.spec.storage, ctx.units, ctx.spec.sources
-    groups = group_files(ctx.state["file_eligible"], settings.plans, settings.sequence_length)
+    groups = group_files(ctx.state["file_tokens"], settings.plans, settings.sequence_length)
     summaries: dict[int, dict[str, Any]] = {}
     for g in range(len(groups)):
         saved = read_json_if_exists(join(ctx.work, f"{unit_name(g)}.json"), storage)
@@ -148,9 +181,12 @@ def build(ctx: Context, settings: BuildSettings) -> list[dict[str, Any]]:
     todo = [g for g in range(len(groups)) if g not in summaries]
 
     def one(g: int) -> dict[str, Any]:
-        return build_unit(g, [(units[i], sources[units[i].source]) for i in groups[g]], settings)
+        files = [(i, units[i], sources[units[i].source]) for i in groups[g]]
+        return build_unit(g, files, settings)
 
-    for summary in ray_map(todo, one, ctx.options) if todo else iter(()):
+    tokens = sum(p.budget * (1 + 2 * MARGIN) + p.validation_planned for p in plan.domains.values())
+    small = tokens <= LOCAL_BUILD_TOKENS
+    for summary in map_units(todo, one, ctx.options, small=small):
         summaries[summary["unit"]] = summary
         done_files = sum(len(groups[g]) for g in summaries)
         ctx.report.running(
@@ -168,12 +204,21 @@ def build(ctx: Context, settings: BuildSettings) -> list[dict[str, Any]]:
 
 def result_of(manifest: dict[str, Any], uri: str) -> MixtureResult:
     """The job's result, from a manifest."""
+    long = manifest["longDocumentTokenFraction"]
     return MixtureResult(
         uri=uri,
         tokens=manifest["tokens"],
         chunks=manifest["chunks"],
         domainShares=manifest["domainShares"]["after"],
-        longDocumentTokenFraction=manifest["longDocumentTokenFraction"]["after"],
+        targetShares=manifest["domainShares"]["target"],
+        longDocumentTokenFraction=long["byEstimate"]["after"],
+        longDocumentShare=LongDocumentShares.model_validate(
+            {k: long[k] for k in ("byEstimate", "byTokenizer")}
+        ),
+        keepProbability={
+            d: KeepProbability.model_validate(row["keepProbability"])
+            for d, row in manifest["domains"].items()
+        },
     )
 
 
@@ -186,6 +231,7 @@ def succeeded(ctx: Context, manifest: dict[str, Any], message: str) -> None:
             percent=100,
         ),
         result=result_of(manifest, ctx.out),
+        warnings=manifest["warnings"],
     )
 
 
@@ -215,15 +261,15 @@ def _run(ctx: Context) -> dict[str, Any]:
         return done
     ctx.report.running("checking inputs")
     tokenizer = check_inputs(ctx)
-    connect_ray(ctx.options)
     scorer = Scorer.from_spec(spec)
-    before = scan(ctx, scorer, tokenizer)
-    plans, notes = make_plan(spec, before)
-    for warning in notes["warnings"]:
+    before, orders = scan(ctx, scorer, tokenizer)
+    plan = make_plan(spec, before, orders)
+    for warning in plan.warnings:
         log.warning("%s", warning)
+    ctx.report.running("planned", force=False, warnings=plan.warnings)
     settings = BuildSettings(
         scorer=scorer,
-        plans=plans,
+        plans=plan.domains,
         tokenizer=tokenizer,
         sequence_length=spec.sequenceLength,
         cut_tokens=spec.strategy.cutTokens if spec.strategy.type == "cut" else None,
@@ -231,37 +277,47 @@ def _run(ctx: Context) -> dict[str, Any]:
         storage=storage,
         batch_size=ctx.options.batch_size,
     )
-    return _commit(ctx, tokenizer, before, plans, notes, build(ctx, settings))
+    summaries = build(ctx, settings, plan)
+    return _commit(ctx, tokenizer, scorer, before, plan, summaries)
 
 
 def _commit(
     ctx: Context,
     tokenizer: TokenizerInfo,
+    scorer: Scorer,
     before: dict[str, DomainStats],
-    plans: dict[str, Any],
-    notes: dict[str, Any],
+    plan: Plan,
     summaries: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The driver's last shards, the plots, then the manifest; then report success."""
+    """Settle the bands, pack the driver's last shards, the plots, then the manifest; then
+    report success."""
     spec, storage = ctx.spec, ctx.spec.storage
     after: dict[str, DomainStats] = {}
+    top_coin: dict[str, int] = {}
     for s in summaries:
         merge_stats(after, {d: DomainStats.from_json(x) for d, x in s["after"].items()})
-    finished = finish(spec, summaries)
+        for d, c in s["topCoin"].items():
+            top_coin[d] = max(top_coin.get(d, -1), int(c))
+    band = band_documents(carry_indexes(spec, len(summaries)))
+    fill = decide(plan, spec.totalTokens, after, top_coin, band, scorer)
+    finished = finish(spec, summaries, fill.taken)
     counts = {
         **finished["counts"],
         "documents": {"read": ctx.state["records"], "corrupt": ctx.state["corrupt"]},
     }
+    warnings = [*plan.warnings, *fill.warnings, *_shortfall(spec, fill, counts["tokens"])]
     manifest = build_manifest(
         spec=spec,
+        config=ctx.lease.config,  # what owner.json records: one config, one hash
+        config_hash=ctx.lease.digest,
         tokenizer=tokenizer.manifest(),
         before=before,
         after=after,
-        plans=plans,
-        plan_notes=notes,
+        plan=plan,
+        fill=fill,
         shards=finished["shards"],
         counts=counts,
-        warnings=notes["warnings"],
+        warnings=warnings,
     )
     manifest["validationChunksPerDomain"] = finished["validationDomains"]
     for name in ("domains", "lengths"):
@@ -269,16 +325,32 @@ def _commit(
     ctx.lease.check()  # never commit an output another writer has taken over
     write_json(join(ctx.out, "manifest.json"), manifest, storage)
     ctx.lease.finish()
-    warned = (
-        f"; {len(notes['warnings'])} warnings, first: {notes['warnings'][0]}"
-        if notes["warnings"]
-        else ""
-    )
+    warned = f"; {len(warnings)} warnings, first: {warnings[0]}" if warnings else ""
     succeeded(
         ctx, manifest, f"wrote {manifest['chunks']} chunks of {spec.sequenceLength} tokens{warned}"
     )
     _clean(ctx)
     return manifest
+
+
+def _shortfall(spec: DataMixtureSpec, fill: Fill, written: int) -> list[str]:
+    """The warning for a total smaller than totalTokens: which data ran out, and what the
+    mixture holds instead."""
+    if fill.short is None:
+        return []
+    fix = "or set strategy.shortfall: fail to stop instead"
+    if not fill.short:
+        return [
+            f"the corpus holds {fill.available:,} tokens, less than totalTokens "
+            f"{spec.totalTokens:,}: all of it is used; the mixture has {written:,} tokens; "
+            f"add data, {fix}"
+        ]
+    share = fill.available / fill.total if fill.total else 0.0
+    return [
+        f"domain {fill.short} has {fill.available:,} tokens (all of it, validation aside), less "
+        f"than its share {share:.3f} of totalTokens {spec.totalTokens:,}; to keep every "
+        f"domain's share the mixture has {written:,} tokens; add data for {fill.short}, {fix}"
+    ]
 
 
 def _clean(ctx: Context) -> None:

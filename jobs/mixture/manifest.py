@@ -2,60 +2,74 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 from typing import Any
 
-from longreach.contract.datamixture import DataMixtureSpec
+from longreach.contract.datamixture import (
+    DataMixtureSpec,
+    LongDocumentShare,
+    LongDocumentShares,
+    MixtureJobConfig,
+)
+from longreach.jobs.mixture.fill import Fill
+from longreach.jobs.mixture.plan import Plan
 from longreach.jobs.mixture.selection import (
     BIN_LABELS,
-    DomainPlan,
     DomainStats,
-    long_fraction,
+    calibrated,
+    long_share,
     shares_of,
 )
 
-FORMAT_VERSION = 1
+NO_CALIBRATION = {"long": 1.0, "short": 1.0}
+
+TOKEN_UNITS = {
+    "tokens": (
+        "tokens of the tokenizer, BOS/EOS included: what totalTokens counts; counted after "
+        "mixing, estimated before it (estimatedTokens times the domain's calibration: tokenizer "
+        "tokens per estimated token of pass 1's tokenized sample, long and short documents apart)"
+    ),
+    "estimatedTokens": "characters / charsPerToken, plus BOS/EOS: the paper's estimate",
+}
+LONG_DEFINITION = (
+    "tokens in long documents (estimated length, characters / charsPerToken, at least "
+    "longDocumentTokens: the paper's rule) over all tokens, before and after mixing; byEstimate "
+    "counts estimated tokens, byTokenizer tokens of the tokenizer (before mixing: estimated, "
+    "see tokenUnits)"
+)
 
 
-def output_config(spec: DataMixtureSpec) -> dict[str, Any]:
-    """The part of the spec that decides the output bytes (not where or how it runs)."""
-    wire = spec.wire()
-    keys = (
-        "sources",
-        "tokenizer",
-        "strategy",
-        "totalTokens",
-        "sequenceLength",
-        "seed",
-        "validationFraction",
-    )
-    return {"formatVersion": FORMAT_VERSION, **{k: wire[k] for k in keys}}
-
-
-def config_hash(spec: DataMixtureSpec) -> str:
-    return hashlib.sha256(json.dumps(output_config(spec), sort_keys=True).encode()).hexdigest()
+def _side(s: DomainStats, tokens: float, long: float) -> dict[str, int]:
+    return {
+        "documents": s.documents,
+        "estimatedTokens": s.tokens,
+        "longEstimatedTokens": s.long_tokens,
+        "tokens": round(tokens),
+        "longTokens": round(long),
+    }
 
 
 def domain_table(
-    before: dict[str, DomainStats], after: dict[str, DomainStats], plans: dict[str, DomainPlan]
+    before: dict[str, DomainStats], after: dict[str, DomainStats], plan: Plan, fill: Fill
 ) -> dict[str, Any]:
-    """Per domain: documents and tokens before and after, budget and how close it came."""
+    """Per domain: documents, estimated and tokenizer tokens before and after, its budget and
+    how close it came, and its keep probability."""
     out: dict[str, Any] = {}
     for d in sorted(set(before) | set(after)):
-        b, a, p = before.get(d, DomainStats()), after.get(d, DomainStats()), plans.get(d)
+        b, a, p = before.get(d, DomainStats()), after.get(d, DomainStats()), plan.domains.get(d)
+        budget = fill.budgets.get(d, 0)
         out[d] = {
-            "before": {"documents": b.documents, "estimatedTokens": b.tokens},
-            "after": {
-                "documents": a.documents,
-                "estimatedTokens": a.tokens,
-                "tokens": a.actual_tokens,
-            },
-            "budgetTokens": p.budget if p else 0,
-            "plannedTokens": p.planned if p else 0,
+            "before": _side(b, *calibrated(b, plan.calibration.get(d, NO_CALIBRATION))),
+            "after": _side(a, a.actual_tokens, a.actual_long_tokens),
+            "targetShare": p.share if p else 0.0,
+            "budgetTokens": budget,
+            "plannedBudgetTokens": p.budget if p else 0,
             "availableTokens": p.available if p else 0,
-            "budgetFill": round(a.actual_tokens / p.budget, 4) if p and p.budget else None,
+            "budgetFill": round(a.actual_tokens / budget, 6) if budget else None,
+            "keepProbability": {
+                "requested": plan.requested_keep,
+                "effective": fill.keep.get(d, plan.requested_keep),
+            },
         }
     return out
 
@@ -67,44 +81,64 @@ def histograms(stats: dict[str, DomainStats]) -> dict[str, Any]:
     }
 
 
+def long_document_shares(
+    before: dict[str, DomainStats], after: dict[str, DomainStats], plan: Plan
+) -> LongDocumentShares:
+    """The headline statistic, by one function (selection.long_share) on both sides."""
+    return LongDocumentShares(
+        byEstimate=LongDocumentShare(
+            before=long_share(before, measure="estimate"),
+            after=long_share(after, measure="estimate"),
+        ),
+        byTokenizer=LongDocumentShare(
+            before=long_share(before, measure="tokenizer", ratios=plan.calibration),
+            after=long_share(after, measure="tokenizer"),
+        ),
+    )
+
+
 def build_manifest(
     *,
     spec: DataMixtureSpec,
+    config: dict[str, Any],
+    config_hash: str,
     tokenizer: dict[str, Any],
     before: dict[str, DomainStats],
     after: dict[str, DomainStats],
-    plans: dict[str, DomainPlan],
-    plan_notes: dict[str, Any],
+    plan: Plan,
+    fill: Fill,
     shards: dict[str, list[dict[str, Any]]],
-    counts: dict[str, int],
+    counts: dict[str, Any],
     warnings: list[str],
 ) -> dict[str, Any]:
     """Everything a reader of the output needs: the train job reads sequenceLength,
     tokenizer and the shard lists; people read the statistics."""
+    table = domain_table(before, after, plan, fill)
     return {
-        "formatVersion": FORMAT_VERSION,
-        "config": output_config(spec),
-        "configHash": config_hash(spec),
+        "formatVersion": MixtureJobConfig.output_format,
+        "config": config,
+        "configHash": config_hash,
         "spec": spec.wire(),
         "sequenceLength": spec.sequenceLength,
         "tokenizer": tokenizer,
         "strategy": spec.strategy.wire(),
         "seed": spec.seed,
         "totalTokensTarget": spec.totalTokens,
-        "sharesFrom": plan_notes["sharesFrom"],
-        "targetShares": plan_notes["targetShares"],
-        "calibration": plan_notes["calibration"],
-        "domains": domain_table(before, after, plans),
+        "budgetTotalTokens": round(fill.total),
+        "tokenUnits": TOKEN_UNITS,
+        **plan.notes(),
+        "domains": table,
         "domainShares": {
-            "before": shares_of(before),
-            "after": shares_of(after, actual=True),
-            "afterEstimated": shares_of(after),
+            "target": plan.target_shares,
+            "before": shares_of({d: row["before"]["tokens"] for d, row in table.items()}),
+            "after": shares_of({d: row["after"]["tokens"] for d, row in table.items()}),
+            "beforeEstimated": shares_of({d: s.tokens for d, s in before.items()}),
+            "afterEstimated": shares_of({d: s.tokens for d, s in after.items()}),
         },
         "longDocumentTokens": spec.strategy.shortDocumentTokens,
         "longDocumentTokenFraction": {
-            "before": long_fraction(before),
-            "after": long_fraction(after, actual=True),
-            "afterEstimated": long_fraction(after),
+            **long_document_shares(before, after, plan).wire(),
+            "definition": LONG_DEFINITION,
         },
         "histograms": {
             "bins": BIN_LABELS,
@@ -132,12 +166,14 @@ def _bars(ax: Any, labels: list[str], before: list[float], after: list[float], y
 def plot_png(manifest: dict[str, Any], which: str) -> bytes:
     """`domains.png` (token share per domain) or `lengths.png` (token share per length bin),
     before and after, in the manner of the paper's Figure 2."""
-    import matplotlib
+    # The figure and its Agg canvas directly: pyplot's import and state cost a small job more
+    # than the drawing.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     if which == "domains":
         shares = manifest["domainShares"]
         domains = sorted(set(shares["before"]) | set(shares["after"]))
@@ -163,13 +199,15 @@ def plot_png(manifest: dict[str, Any], which: str) -> bytes:
 
         _bars(ax, hist["bins"], dist("before"), dist("after"), "share of tokens")
         ax.set_xlabel("document length (estimated tokens)")
-        lf = manifest["longDocumentTokenFraction"]
+        est, tok = (manifest["longDocumentTokenFraction"][k] for k in ("byEstimate", "byTokenizer"))
         ax.set_title(
             f"Length distribution ({manifest['strategy']['type']}): tokens in documents of "
-            f"{manifest['longDocumentTokens']}+ tokens {lf['before']:.0%} -> {lf['after']:.0%}"
+            f"{manifest['longDocumentTokens']}+ estimated tokens\n"
+            f"by estimate {est['before']:.0%} -> {est['after']:.0%}, "
+            f"by tokenizer {tok['before']:.0%} -> {tok['after']:.0%}",
+            fontsize=10,
         )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
     return buf.getvalue()

@@ -1,12 +1,14 @@
 """The output location: a finished manifest, and the driver's last shards.
 
-Per-file shards are written by the build pass; the driver then packs what each file left
-over (its trailing partial chunk, and its validation documents) in file order, streaming
-full shards out as it goes so its memory stays at one shard.
+Per-group shards are written by the build pass; the driver then packs what each group left
+over (its trailing partial chunk, the band documents fill.py took, and its validation
+documents) in group order, streaming full shards out as it goes so its memory stays at one
+shard.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +16,7 @@ from longreach.contract.common import StorageSpec
 from longreach.contract.datamixture import DataMixtureSpec
 from longreach.contract.storage import join, read_json_if_exists, write_bytes
 from longreach.jobs.mixture.pack import Chunk, Packer, parquet_bytes, shard_entry
-from longreach.jobs.mixture.units import read_carry, unit_name
+from longreach.jobs.mixture.units import CarryIndex, read_carry, read_carry_index, unit_name
 
 SHARD_BYTES = 256 << 20
 
@@ -55,23 +57,34 @@ class ShardWriter:
         self._pending = []
 
 
-def finish(spec: DataMixtureSpec, summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pack the per-file tails and the validation documents in file order; write them.
-    Validation chunks are packed per domain, so each holds one domain."""
+def carry_uri(spec: DataMixtureSpec, unit: int) -> str:
+    return join(spec.output.uri, "_work", f"{unit_name(unit)}.carry.npz.zst")
+
+
+def carry_indexes(spec: DataMixtureSpec, units: int) -> Iterator[tuple[int, list[CarryIndex]]]:
+    """Every unit's carry rows without their ids, for fill.py."""
+    for i in range(units):
+        yield i, read_carry_index(carry_uri(spec, i), spec.storage)
+
+
+def finish(
+    spec: DataMixtureSpec, summaries: list[dict[str, Any]], taken: set[tuple[int, int]]
+) -> dict[str, Any]:
+    """Pack the groups' tails and the band rows `taken` (unit, row) in group order, and the
+    validation documents; write them. Validation chunks are packed per domain, so each holds
+    one domain."""
     seq, storage, out = spec.sequenceLength, spec.storage, spec.output.uri
     tail = Packer(seq)
     train = ShardWriter(out, "train", len(summaries), seq, storage)
     val_packers: dict[str, Packer] = {}
     val_chunks: dict[str, list[Chunk]] = {}
     for i in range(len(summaries)):
-        for kind, domain, ids in read_carry(
-            join(out, "_work", f"{unit_name(i)}.carry.parquet"), storage
-        ):
-            if kind == "train":
-                train.add(tail.add(domain, ids))
-            else:
-                packer = val_packers.setdefault(domain, Packer(seq))
-                val_chunks.setdefault(domain, []).extend(packer.add(domain, ids))
+        for row, c in enumerate(read_carry(carry_uri(spec, i), storage)):
+            if c.kind == "train" or (c.kind == "band" and (i, row) in taken):
+                train.add(tail.add(c.domain, c.ids))
+            elif c.kind == "validation":
+                packer = val_packers.setdefault(c.domain, Packer(seq))
+                val_chunks.setdefault(c.domain, []).extend(packer.add(c.domain, c.ids))
     train.flush()
     validation = ShardWriter(out, "validation", 0, seq, storage)
     for domain in sorted(val_chunks):

@@ -112,17 +112,41 @@ def cut_pieces(
 
 
 def chunks_table(chunks: list[Chunk], sequence_length: int) -> Any:
-    """A pyarrow table: `input_ids` list<int32>, `spans` list<struct<domain, start, end>>."""
+    """A pyarrow table: `input_ids` list<int32>, `spans` list<struct<domain, start, end>>.
+    Built from numpy buffers: pyarrow's conversion of Python objects imports pandas, which
+    costs a small job more than its packing does."""
     import pyarrow as pa
 
-    span_type = pa.struct([("domain", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
     values = (
         np.concatenate([c.input_ids for c in chunks]) if chunks else np.zeros(0, np.int32)
     ).astype(np.int32, copy=False)
     offsets = np.arange(len(chunks) + 1, dtype=np.int32) * sequence_length
-    input_ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
-    spans = pa.array([c.spans for c in chunks], pa.list_(span_type))
-    return pa.table({"input_ids": input_ids, "spans": spans})
+    input_ids = pa.ListArray.from_arrays(_int32(offsets), _int32(values))
+    spans = [span for c in chunks for span in c.spans]
+    names = [s["domain"].encode() for s in spans]
+    domain = pa.StringArray.from_buffers(
+        len(spans),
+        pa.py_buffer(np.concatenate([[0], np.cumsum([len(n) for n in names])]).astype(np.int32)),
+        pa.py_buffer(b"".join(names)),
+    )
+    fields = [domain] + [
+        _int32(np.array([s[k] for s in spans], np.int32)) for k in ("start", "end")
+    ]
+    span_offsets = np.concatenate([[0], np.cumsum([len(c.spans) for c in chunks])]).astype(np.int32)
+    structs = pa.StructArray.from_arrays(fields, names=["domain", "start", "end"])
+    return pa.table(
+        {
+            "input_ids": input_ids,
+            "spans": pa.ListArray.from_arrays(_int32(span_offsets), structs),
+        }
+    )
+
+
+def _int32(values: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    data = np.ascontiguousarray(values, dtype=np.int32)
+    return pa.Array.from_buffers(pa.int32(), len(data), [None, pa.py_buffer(data)])
 
 
 def parquet_bytes(chunks: list[Chunk], sequence_length: int) -> bytes:

@@ -7,8 +7,9 @@ corrupt one, so callers count and locate corrupt lines without a second pass.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ class FileUnit:
     """Path relative to the source's root: part of every document's identity."""
     format: str
     """jsonl, jsonl.zst or parquet."""
+    size: int = 0
+    """Stored bytes, to size the work before reading it."""
 
 
 def file_format(path: str, declared: str) -> str | None:
@@ -62,11 +65,17 @@ def list_files(index: int, source: SourceSpec, storage: StorageSpec | None) -> l
         fs, path = filesystem(source.uri, storage)
         if any(c in path for c in GLOB_CHARS):
             root = path[: min(path.find(c) for c in GLOB_CHARS if c in path)].rsplit("/", 1)[0]
-            found = [p for p in fs.glob(path) if fs.isfile(p)]
+            found = {
+                p: i.get("size") or 0
+                for p, i in fs.glob(path, detail=True).items()
+                if i.get("type") == "file"
+            }
         elif fs.isfile(path):
-            root, found = path.rsplit("/", 1)[0] if "/" in path else "", [path]
+            root = path.rsplit("/", 1)[0] if "/" in path else ""
+            found = {path: fs.info(path).get("size") or 0}
         elif fs.isdir(path):
-            root, found = path.rstrip("/"), fs.find(path)
+            found = {p: i.get("size") or 0 for p, i in fs.find(path, detail=True).items()}
+            root = path.rstrip("/")
         else:
             raise InputError(f"{where}: nothing there; check the bucket, prefix and spelling")
     except (PermissionError, FileNotFoundError, ValueError, ImportError) as exc:  # not transient
@@ -79,7 +88,7 @@ def list_files(index: int, source: SourceSpec, storage: StorageSpec | None) -> l
         if name.startswith(".") or ".tmp-" in name or fmt is None:
             continue
         rel = p[len(root) :].lstrip("/") if root and p.startswith(root) else name
-        units.append(FileUnit(index, _qualify(fs, p), rel, fmt))
+        units.append(FileUnit(index, _qualify(fs, p), rel, fmt, found[p]))
     if not units:
         raise InputError(
             f"{where}: no {' / '.join(SUFFIXES)} files found (looked at {len(found)} paths); "
@@ -88,9 +97,14 @@ def list_files(index: int, source: SourceSpec, storage: StorageSpec | None) -> l
     return units
 
 
+@functools.cache
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
 def dotted(record: Any, path: str) -> Any:
     """`record["a"]["b"]` for path "a.b"; KeyError when a part is missing."""
-    for part in path.split("."):
+    for part in _parts(path):
         if not isinstance(record, dict) or part not in record:
             raise KeyError(path)
         record = record[part]
@@ -128,9 +142,19 @@ def _lines(unit: FileUnit, storage: StorageSpec | None) -> Iterator[bytes]:
             yield from raw
 
 
+def _json(line: bytes) -> Any:
+    """The record of a line; decoding UTF-8 first spares json.loads its encoding detection
+    (a BOM is allowed), which it still does for anything else (UTF-16, UTF-32)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return json.loads(line)
+    return json.loads(text.removeprefix("\ufeff"))
+
+
 def _parse(line: bytes, source: SourceSpec) -> tuple[str | None, str]:
     try:
-        record = json.loads(line)
+        record = _json(line)
     except ValueError as exc:
         return None, f"not JSON ({exc})"
     try:
@@ -149,7 +173,7 @@ def _parse(line: bytes, source: SourceSpec) -> tuple[str | None, str]:
 
 
 def _parquet_docs(
-    unit: FileUnit, source: SourceSpec, storage: StorageSpec | None
+    unit: FileUnit, source: SourceSpec, storage: StorageSpec | None, wanted: Container[int] | None
 ) -> Iterator[tuple[int, str | None, str]]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -174,7 +198,9 @@ def _parquet_docs(
                 [source.domain] * len(texts) if source.domain else column(batch, source.domainField)
             )
             for text, domain in zip(texts, domains, strict=True):
-                if not isinstance(text, str):
+                if wanted is not None and index not in wanted:
+                    pass
+                elif not isinstance(text, str):
                     yield index, None, f"{source.textField!r} is null or not a string"
                 elif domain is None:
                     yield index, None, f"{source.domainField!r} is null"
@@ -184,15 +210,19 @@ def _parquet_docs(
 
 
 def documents(
-    unit: FileUnit, source: SourceSpec, storage: StorageSpec | None
+    unit: FileUnit,
+    source: SourceSpec,
+    storage: StorageSpec | None,
+    wanted: Container[int] | None = None,
 ) -> Iterator[tuple[int, str | None, str]]:
     """`(index, text, domain)` per record, or `(index, None, reason)` for a corrupt one.
-    The index is the 0-based line (or row) number; blank lines are skipped but counted."""
+    The index is the 0-based line (or row) number; blank lines are skipped but counted.
+    With `wanted`, only those lines (or rows) are parsed and yielded."""
     if unit.format == "parquet":
-        yield from _parquet_docs(unit, source, storage)
+        yield from _parquet_docs(unit, source, storage, wanted)
         return
     for index, line in enumerate(_lines(unit, storage)):
-        if not line.strip():
+        if (wanted is not None and index not in wanted) or not line or line.isspace():
             continue
         text, domain = _parse(line, source)
         yield index, text, domain

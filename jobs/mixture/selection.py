@@ -1,33 +1,40 @@
-"""The pure core of document selection: identities, length estimates, statistics, budgets.
+"""The pure core of document selection: identities, length estimates and the statistics of
+both passes.
 
 Every decision comes from the seed and the document's identity (source, relative path, line),
-never from worker count, block size or arrival order:
-
-- a keyed hash of the identity gives each document a bucket in [0, BUCKETS) (its place in a
-  seeded random order) and a uniform number for the short-document coin flip;
-- pass 1 sums estimated tokens of the eligible documents per domain and bucket (integers, so
-  the sums are exact in any order);
-- `make_plan` turns those sums into bucket ranges per domain: the lowest buckets fill the
-  training budget, the highest are held out for validation;
-- pass 2 keeps a document when its bucket falls in its domain's range.
+never from worker count, block size or arrival order. A keyed BLAKE2b of the identity gives
+each document two 64-bit numbers: its `hash` (its place in a seeded random order) and its
+`coin` (coin / 2^64 is a uniform number for the short-document coin flip). Pass 1 sums
+estimated tokens per domain by the top 16 bits of those numbers (`OrderHistogram`: integers,
+so the sums are exact in any order); plan.py turns them into thresholds; pass 2 and the driver
+apply them (plan.py's docstring has the whole scheme).
 """
 
 from __future__ import annotations
 
+import bisect
+import fractions
+import functools
 import hashlib
+import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from longreach.contract.datamixture import SLIMPAJAMA_SHARES, DataMixtureSpec
+from longreach.contract.datamixture import DataMixtureSpec
 
-BUCKETS = 1024
+KEY_BITS = 16
+BINS = 1 << KEY_BITS
+"""Bins of each order histogram: documents share a bin when the top 16 bits of their hash
+(or coin) agree."""
 # The paper's length bins: 0-1K, 1-2K, 2-4K, ..., 64-128K, >128K (tokens).
 BIN_EDGES = [1024 * 2**i for i in range(8)]
 BIN_LABELS = ["0-1K", "1-2K", "2-4K", "4-8K", "8-16K", "16-32K", "32-64K", "64-128K", ">128K"]
 GLOBAL_STRATEGIES = ("original", "cut", "global")
+_HALVES = struct.Struct(">QQ")
 
 
 @dataclass(frozen=True)
@@ -55,86 +62,111 @@ class Scorer:
             filter_short=s.type in ("per-source", "global", "upsample-domains"),
         )
 
-    def identity(self, source: int, relpath: str, index: int) -> tuple[int, float]:
-        """(bucket, coin) of a document: a keyed BLAKE2b of its identity."""
-        key = f"{self.seed}\x00{source}\x00{relpath}\x00{index}".encode()
-        hi, lo = struct.unpack(">QQ", hashlib.blake2b(key, digest_size=16).digest())
-        return hi >> (64 - 10), lo / 2.0**64
+    def identity(self, source: int, relpath: str, index: int) -> tuple[int, int]:
+        """(hash, coin) of a document: the two halves of a keyed BLAKE2b of its identity."""
+        return self.identities(source, relpath)(index)
+
+    def identities(self, source: int, relpath: str) -> Callable[[int], tuple[int, int]]:
+        """`identity` for the documents of one file: the hash of the file's part of the key
+        is computed once (most of the work for short documents), then copied per line."""
+        prefix = hashlib.blake2b(
+            f"{self.seed}\x00{source}\x00{relpath}\x00".encode(), digest_size=16
+        )
+
+        def of(index: int) -> tuple[int, int]:
+            h = prefix.copy()
+            h.update(str(index).encode())
+            hi, lo = _HALVES.unpack(h.digest())
+            return hi, lo
+
+        return of
 
     def estimate(self, text: str) -> int:
         """Estimated tokens of the text alone: characters / charsPerToken (the paper's)."""
         return round(len(text) / self.chars_per_token)
 
-    def eligible(self, est: int, coin: float) -> bool:
+    def is_long(self, est: int) -> bool:
+        """The paper's rule: a document is long when its estimate reaches shortDocumentTokens."""
+        return est >= self.short_tokens
+
+    @functools.cached_property
+    def coin_threshold(self) -> int:
+        """A short document is kept when its coin is below this: keepProbability x 2^64,
+        rounded up (exact integers, so both passes and numpy agree to the last coin)."""
+        if not self.filter_short:
+            return 2**64
+        return math.ceil(fractions.Fraction(self.keep_probability) * 2**64)
+
+    def eligible(self, est: int, coin: int) -> bool:
         """Long documents always; short ones with the keep probability (when filtering)."""
-        return not self.filter_short or est >= self.short_tokens or coin < self.keep_probability
+        return self.is_long(est) or coin < self.coin_threshold
+
+    @property
+    def requested_keep(self) -> float:
+        """The keep probability the strategy asks for (1 where it keeps every document)."""
+        return self.keep_probability if self.filter_short else 1.0
+
+
+def bin_of(value: int) -> int:
+    """The histogram bin of a 64-bit hash or coin: its top KEY_BITS bits."""
+    return value >> (64 - KEY_BITS)
 
 
 def length_bin(tokens: int) -> int:
     """Index of `tokens` in the paper's bins."""
-    for i, edge in enumerate(BIN_EDGES):
-        if tokens < edge:
-            return i
-    return len(BIN_EDGES)
+    return bisect.bisect_right(BIN_EDGES, tokens)
 
 
 @dataclass
 class DomainStats:
-    """Integer counters of one domain; merging is addition, so order never matters."""
+    """Integer counters of one domain; merging is addition, so order never matters. Long
+    documents are those the paper's rule calls long (estimated length >= shortDocumentTokens)."""
 
     documents: int = 0
     tokens: int = 0
     """Estimated tokens, BOS/EOS included."""
     long_tokens: int = 0
-    """Estimated tokens in documents at or over the short-document threshold."""
+    """Estimated tokens in long documents."""
     hist_documents: list[int] = field(default_factory=lambda: [0] * (len(BIN_EDGES) + 1))
     hist_tokens: list[int] = field(default_factory=lambda: [0] * (len(BIN_EDGES) + 1))
     actual_tokens: int = 0
-    """Tokenizer tokens (pass 2 only)."""
+    """Tokenizer tokens, BOS/EOS included (kept documents only)."""
     actual_long_tokens: int = 0
-    """Tokenizer tokens in documents at or over the threshold (pass 2 only)."""
-    sample_estimated: int = 0
-    """Estimated tokens of the text sampled to calibrate the estimate (pass 1 only)."""
-    sample_tokens: int = 0
-    """Tokenizer tokens of that same text (pass 1 only)."""
-    eligible: np.ndarray = field(default_factory=lambda: np.zeros(BUCKETS, np.int64))
-    """Estimated tokens of eligible documents per hash bucket (pass 1 only)."""
+    """Tokenizer tokens in long documents (kept documents only)."""
+    sample_long_estimated: int = 0
+    """Estimated tokens of the long documents' text sampled to calibrate the estimate (pass 1)."""
+    sample_long_tokens: int = 0
+    """Tokenizer tokens of that same text (pass 1)."""
+    sample_short_estimated: int = 0
+    """The same for short documents (pass 1)."""
+    sample_short_tokens: int = 0
+    """Tokenizer tokens of the short documents' sampled text (pass 1)."""
 
-    def add(self, est: int, specials: int, long: bool) -> None:
+    def add(self, est: int, specials: int, long: bool, actual: int = 0) -> None:
+        """Count one document (or piece): its estimate, and its tokenizer tokens if known."""
         self.documents += 1
         self.tokens += est + specials
         self.long_tokens += (est + specials) if long else 0
         b = length_bin(est)
         self.hist_documents[b] += 1
         self.hist_tokens[b] += est + specials
+        self.actual_tokens += actual
+        self.actual_long_tokens += actual if long else 0
 
     def merge(self, other: DomainStats) -> None:
-        self.documents += other.documents
-        self.tokens += other.tokens
-        self.long_tokens += other.long_tokens
-        self.actual_tokens += other.actual_tokens
-        self.actual_long_tokens += other.actual_long_tokens
-        self.sample_estimated += other.sample_estimated
-        self.sample_tokens += other.sample_tokens
-        self.hist_documents = [
-            a + b for a, b in zip(self.hist_documents, other.hist_documents, strict=True)
-        ]
-        self.hist_tokens = [a + b for a, b in zip(self.hist_tokens, other.hist_tokens, strict=True)]
-        self.eligible = self.eligible + other.eligible
+        for name, value in vars(other).items():
+            mine = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, [a + b for a, b in zip(mine, value, strict=True)])
+            else:
+                setattr(self, name, mine + value)
 
-    def to_json(self, with_buckets: bool = True) -> dict[str, Any]:
-        out = {k: v for k, v in vars(self).items() if k != "eligible"}
-        if with_buckets:
-            nz = np.nonzero(self.eligible)[0]
-            out["eligible"] = {"index": nz.tolist(), "tokens": self.eligible[nz].tolist()}
-        return out
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> DomainStats:
-        s = cls(**{k: v for k, v in obj.items() if k != "eligible"})
-        if "eligible" in obj:
-            s.eligible[np.asarray(obj["eligible"]["index"], np.int64)] = obj["eligible"]["tokens"]
-        return s
+        return cls(**obj)
 
 
 def merge_stats(total: dict[str, DomainStats], part: dict[str, DomainStats]) -> None:
@@ -142,200 +174,111 @@ def merge_stats(total: dict[str, DomainStats], part: dict[str, DomainStats]) -> 
         total.setdefault(domain, DomainStats()).merge(stats)
 
 
+HISTOGRAMS = ("eligible_long", "eligible_short", "rest")
+
+
 @dataclass
-class DomainPlan:
-    """Which buckets of a domain go to training and validation, and why."""
+class OrderHistogram:
+    """Estimated tokens of one domain (BOS/EOS included) by bin of the order keys (pass 1).
 
-    train_end: int
-    """Training keeps eligible documents with bucket < train_end."""
-    validation_start: int
-    """Validation keeps eligible documents with bucket >= validation_start."""
-    budget: int
-    """Target training tokens (0 where the strategy has no per-domain budget)."""
-    planned: int
-    """Calibrated tokens the chosen training buckets hold."""
-    available: int
-    """Calibrated tokens of all eligible documents."""
-    validation_planned: int
-    """Calibrated tokens held out for validation."""
+    `eligible_long` and `eligible_short`: documents kept at the requested keep probability,
+    by hash bin, long and short apart (they calibrate differently). `rest`: the short
+    documents over the keep probability, by coin bin: those a domain short of data takes
+    next, in coin order."""
+
+    eligible_long: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+    eligible_short: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+    rest: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+
+    @classmethod
+    def of(cls, entries: dict[str, tuple[list[int], list[int]]]) -> OrderHistogram:
+        """From (bins, tokens) lists per histogram name."""
+        out = cls()
+        for name, (bins, tokens) in entries.items():
+            setattr(out, name, np.bincount(bins, weights=tokens, minlength=BINS).astype(np.int64))
+        return out
+
+    def merge(self, other: OrderHistogram) -> None:
+        for name in HISTOGRAMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {}
+        for name in HISTOGRAMS:
+            values = getattr(self, name)
+            nz = np.nonzero(values)[0]
+            out[name] = {"index": nz.tolist(), "tokens": values[nz].tolist()}
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> OrderHistogram:
+        out = cls()
+        for name in HISTOGRAMS:
+            getattr(out, name)[np.asarray(obj[name]["index"], np.int64)] = obj[name]["tokens"]
+        return out
 
 
-def resolve_shares(spec: DataMixtureSpec, corpus: dict[str, int]) -> tuple[dict[str, float], str]:
-    """Target token share per domain and where it came from, for per-source and
-    upsample-domains. `corpus` is the estimated tokens per domain of the whole corpus."""
-    strategy = spec.strategy
-    natural_total = sum(corpus.values()) or 1
-    natural = {d: t / natural_total for d, t in corpus.items()}
-    if strategy.type == "upsample-domains":
-        named = dict(strategy.domainShares)
-        rest = {d: s for d, s in natural.items() if d not in named}
-        left, rest_total = max(0.0, 1.0 - sum(named.values())), sum(rest.values()) or 1.0
-        return {**named, **{d: left * s / rest_total for d, s in rest.items()}}, (
-            "domainShares for the named domains, the rest in their corpus proportions"
+def merge_orders(total: dict[str, OrderHistogram], part: dict[str, OrderHistogram]) -> None:
+    for domain, order in part.items():
+        total.setdefault(domain, OrderHistogram()).merge(order)
+
+
+def calibration(stats: dict[str, DomainStats]) -> dict[str, dict[str, float]]:
+    """Tokenizer tokens per estimated token, per domain, for long and short documents apart,
+    from pass 1's samples. Budgets are in the tokenizer's tokens, so a domain whose text
+    tokenizes denser than charsPerToken says (code, short documents) still gets its share of
+    the output's real tokens. Without a sample of its own, a kind of document takes the
+    domain's other kind, then the whole corpus's ratio."""
+
+    def ratio(est: int, tok: int, fallback: float) -> float:
+        return tok / est if est else fallback
+
+    est = sum(s.sample_long_estimated + s.sample_short_estimated for s in stats.values())
+    tok = sum(s.sample_long_tokens + s.sample_short_tokens for s in stats.values())
+    overall = ratio(est, tok, 1.0)
+    out = {}
+    for d, s in sorted(stats.items()):
+        domain = ratio(
+            s.sample_long_estimated + s.sample_short_estimated,
+            s.sample_long_tokens + s.sample_short_tokens,
+            overall,
         )
-    if strategy.domainShares:
-        shares, origin = dict(strategy.domainShares), "domainShares"
-    elif set(corpus) <= set(SLIMPAJAMA_SHARES):
-        shares, origin = dict(SLIMPAJAMA_SHARES), "SlimPajama (default)"
-    else:
-        shares, origin = natural, "the corpus's own token shares (domains are not SlimPajama's)"
-    total = sum(shares.values()) or 1.0
-    return {d: s / total for d, s in shares.items()}, origin
-
-
-def _fill(tokens: np.ndarray, end: int, budget: float) -> int:
-    """The bucket end k <= `end` whose cumulative tokens come closest to `budget`."""
-    cum = np.concatenate([[0], np.cumsum(tokens[:end])])
-    k = int(np.searchsorted(cum, budget))
-    if k > end:
-        return end
-    if k > 0 and abs(cum[k - 1] - budget) <= abs(cum[k] - budget):
-        return k - 1
-    return k
-
-
-def _validation_start(tokens: np.ndarray, target: float) -> int:
-    """The bucket start s such that buckets [s, BUCKETS) hold at least `target` tokens."""
-    if target <= 0:
-        return BUCKETS
-    tail = np.cumsum(tokens[::-1])
-    n = int(np.searchsorted(tail, target)) + 1
-    return max(0, BUCKETS - n)
-
-
-def calibration(stats: dict[str, DomainStats]) -> dict[str, float]:
-    """Tokenizer tokens per estimated token, per domain, from pass 1's samples. Budgets are
-    in the tokenizer's tokens, so a domain whose text tokenizes denser than charsPerToken
-    says (code, short documents) still gets its share of the output's real tokens."""
-    est = sum(s.sample_estimated for s in stats.values())
-    overall = sum(s.sample_tokens for s in stats.values()) / est if est else 1.0
-    return {
-        d: (s.sample_tokens / s.sample_estimated if s.sample_estimated else overall)
-        for d, s in sorted(stats.items())
-    }
-
-
-def make_plan(
-    spec: DataMixtureSpec, stats: dict[str, DomainStats]
-) -> tuple[dict[str, DomainPlan], dict[str, Any]]:
-    """Bucket ranges per domain for the strategy, and notes for the manifest. Budgets and
-    fills are in calibrated tokens: estimated tokens times the domain's calibration."""
-    total = spec.totalTokens
-    ratio = calibration(stats)
-    tokens = {d: s.eligible.astype(np.float64) * ratio[d] for d, s in stats.items()}
-    corpus = {d: s.tokens * ratio[d] for d, s in stats.items()}
-    available = {d: float(t.sum()) for d, t in tokens.items()}
-    is_global = spec.strategy.type in GLOBAL_STRATEGIES
-    if is_global:
-        elig_total = sum(available.values()) or 1.0
-        expected = {d: total * a / elig_total for d, a in available.items()}
-        shares, origin = {}, "the corpus's own mix (no per-domain budgets)"
-    else:
-        shares, origin = resolve_shares(spec, {d: round(c) for d, c in corpus.items()})
-        expected = {d: total * shares.get(d, 0.0) for d in stats}
-    vstart: dict[str, int] = {}
-    for d in stats:
-        target = spec.validationFraction * expected[d]
-        if spec.validationFraction > 0 and expected[d] > 0:
-            # At least one whole validation chunk per domain, but never half its data.
-            target = min(max(target, 1.25 * spec.sequenceLength), 0.5 * available[d])
-        vstart[d] = _validation_start(tokens[d], target) if target > 0 else BUCKETS
-    if is_global:
-        below = np.arange(BUCKETS)
-        masked = sum(
-            (np.where(below < vstart[d], t, 0.0) for d, t in tokens.items()), np.zeros(BUCKETS)
-        )
-        k = _fill(masked, BUCKETS, total)
-        ends = {d: min(k, vstart[d]) for d in stats}
-    else:
-        ends = {d: _fill(t, vstart[d], total * shares.get(d, 0.0)) for d, t in tokens.items()}
-    plans = {
-        d: DomainPlan(
-            train_end=ends[d],
-            validation_start=vstart[d],
-            budget=0 if is_global else round(total * shares.get(d, 0.0)),
-            planned=round(float(t[: ends[d]].sum())),
-            available=round(available[d]),
-            validation_planned=round(float(t[vstart[d] :].sum())),
-        )
-        for d, t in tokens.items()
-    }
-    warnings = plan_warnings(plans, shares, total)
-    if is_global and spec.strategy.domainShares:
-        warnings.append(f"strategy.domainShares is ignored by type {spec.strategy.type}")
-    notes = {
-        "sharesFrom": origin,
-        "targetShares": shares,
-        "calibration": ratio,
-        "warnings": warnings,
-    }
-    return plans, notes
-
-
-def group_files(
-    eligible: list[dict[str, int]],
-    plans: dict[str, DomainPlan],
-    sequence_length: int,
-    *,
-    chunks: int = 64,
-    max_files: int = 512,
-) -> list[list[int]]:
-    """Consecutive files grouped for pass 2 so that each group is expected to fill about
-    `chunks` chunks: a file of SlimPajama gives far less than one 128K chunk to a 5B
-    mixture, and packing file by file would leave nearly everything to the driver's serial
-    tail. `eligible` is each file's eligible tokens per domain (from pass 1); the expected
-    share kept of a domain is planned / available. Deterministic in the config."""
-    keep = {
-        d: (p.planned + p.validation_planned) / p.available if p.available else 0.0
-        for d, p in plans.items()
-    }
-    groups: list[list[int]] = []
-    current: list[int] = []
-    expected = 0.0
-    for i, per_domain in enumerate(eligible):
-        current.append(i)
-        expected += sum(n * keep.get(d, 0.0) for d, n in per_domain.items())
-        if expected >= chunks * sequence_length or len(current) >= max_files:
-            groups.append(current)
-            current, expected = [], 0.0
-    if current:
-        groups.append(current)
-    return groups
-
-
-def plan_warnings(plans: dict[str, DomainPlan], shares: dict[str, float], total: int) -> list[str]:
-    """Domains that cannot reach their budget, budgets for missing domains, dropped domains."""
-    out = []
-    for d, p in sorted(plans.items()):
-        if p.budget and p.planned < 0.98 * p.budget:
-            out.append(
-                f"domain {d}: only {p.planned} of its {p.budget}-token budget is available "
-                f"({p.planned / p.budget:.0%}); add data for it or lower its share"
-            )
-        if d not in shares and shares:
-            out.append(f"domain {d}: not in domainShares, so none of it is used")
-    for d in sorted(set(shares) - set(plans)):
-        if shares[d] > 0:
-            out.append(
-                f"domain {d}: has a share of {shares[d]:.3f} but no documents in the sources"
-            )
-    if sum(p.planned for p in plans.values()) < 0.98 * total:
-        out.append(
-            f"the corpus holds {sum(p.planned for p in plans.values())} eligible tokens, "
-            f"less than totalTokens {total}"
-        )
+        out[d] = {
+            "long": ratio(s.sample_long_estimated, s.sample_long_tokens, domain),
+            "short": ratio(s.sample_short_estimated, s.sample_short_tokens, domain),
+        }
     return out
 
 
-def long_fraction(stats: dict[str, DomainStats], actual: bool = False) -> float:
-    if actual:
-        tokens = sum(s.actual_tokens for s in stats.values())
-        return sum(s.actual_long_tokens for s in stats.values()) / tokens if tokens else 0.0
-    tokens = sum(s.tokens for s in stats.values())
-    return sum(s.long_tokens for s in stats.values()) / tokens if tokens else 0.0
+def calibrated(s: DomainStats, ratio: dict[str, float]) -> tuple[float, float]:
+    """(tokens, long tokens) of a domain in tokenizer tokens, estimated through calibration."""
+    long = s.long_tokens * ratio["long"]
+    return long + (s.tokens - s.long_tokens) * ratio["short"], long
 
 
-def shares_of(stats: dict[str, DomainStats], actual: bool = False) -> dict[str, float]:
-    counts = {d: (s.actual_tokens if actual else s.tokens) for d, s in stats.items()}
+def long_share(
+    stats: dict[str, DomainStats],
+    *,
+    measure: str,
+    ratios: dict[str, dict[str, float]] | None = None,
+) -> float:
+    """The share of tokens in long documents, one function before and after mixing.
+    `measure` "estimate": tokens counted as characters / charsPerToken. "tokenizer": tokens of
+    the tokenizer; counted where the stats have them (after), else estimated through
+    `ratios` (before: pass 1 tokenizes only a sample)."""
+    total = long = 0.0
+    for d, s in stats.items():
+        if measure == "estimate":
+            total, long = total + s.tokens, long + s.long_tokens
+        elif ratios is None:
+            total, long = total + s.actual_tokens, long + s.actual_long_tokens
+        else:
+            t, lt = calibrated(s, ratios[d])
+            total, long = total + t, long + lt
+    return long / total if total else 0.0
+
+
+def shares_of(counts: dict[str, float]) -> dict[str, float]:
+    """Each key's share of the total."""
     total = sum(counts.values())
     return {d: (c / total if total else 0.0) for d, c in sorted(counts.items())}

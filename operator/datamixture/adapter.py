@@ -67,15 +67,40 @@ class DataMixtureAdapter(Adapter[DataMixtureSpec, DataMixtureStatus, MixtureJobC
 
     def summary(self, spec: DataMixtureSpec, status: DataMixtureStatus) -> list[str]:
         res = status.result or MixtureResult(uri=spec.output.uri)
+        strategy = spec.strategy
+        est, tok = res.longDocumentShare.byEstimate, res.longDocumentShare.byTokenizer
         shares = ", ".join(
-            f"{d.removeprefix('RedPajama')} {s:.3f}" for d, s in sorted(res.domainShares.items())
+            f"{_short(d)} {s:.3f}"
+            + (f" ({res.targetShares[d]:.3f})" if d in res.targetShares else "")
+            for d, s in sorted(res.domainShares.items())
         )
-        return [
-            f"{res.tokens:,} tokens in {res.chunks} chunks; long-document tokens "
-            f"{res.longDocumentTokenFraction:.0%}",
-            f"shares: {shares}",
-            f"plots: {storage.join(res.uri, 'domains.png')}  {storage.join(res.uri, 'lengths.png')}",
+        lines = [
+            f"{res.tokens:,} tokens (of the tokenizer, BOS included) in {res.chunks} chunks; "
+            f"totalTokens {spec.totalTokens:,}",
+            f"long-document tokens (documents of {strategy.shortDocumentTokens:,}+ estimated tokens), "
+            f"before -> after: by estimate (characters / {strategy.charsPerToken}) "
+            f"{est.before:.0%} -> {est.after:.0%}; by tokenizer {tok.before:.0%} "
+            f"(estimated from a sample) -> {tok.after:.0%}",
+            f"shares (target): {shares}",
         ]
+        raised = {d: k for d, k in res.keepProbability.items() if k.effective > k.requested}
+        if raised:
+            lines.append(
+                "short-document keep probability raised to fill budgets: "
+                + ", ".join(
+                    f"{_short(d)} {k.requested:.3g} -> {k.effective:.3g}"
+                    for d, k in sorted(raised.items())
+                )
+            )
+        uri = res.uri
+        lines.append(
+            f"plots: {storage.join(uri, 'domains.png')}  {storage.join(uri, 'lengths.png')}"
+        )
+        return lines
+
+
+def _short(domain: str) -> str:
+    return domain.removeprefix("RedPajama")
 
 
 def observe_rayjob(rayjob: dict[str, Any]) -> ChildState:

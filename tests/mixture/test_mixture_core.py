@@ -1,4 +1,5 @@
-"""Unit tests of the pure core: packing, selection decisions, budgets, readers, tokenizer."""
+"""Unit tests of the pure core: packing, selection decisions, the corpus generator, readers,
+tokenizer. Budgets and their fill: test_mixture_plan.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from longreach.contract.datamixture import (
     TokenizerSpec,
 )
 from longreach.contract.errors import InputError
-from longreach.jobs.mixture import selection as P
+from longreach.jobs.mixture import selection as S
 from longreach.jobs.mixture.corpus import MEDIAN_TOKENS, SIGMA, document_tokens, generate_lines
 from longreach.jobs.mixture.pack import Packer, chunks_table, cut_pieces, document_ids
 from longreach.jobs.mixture.readers import check_first_record, documents, list_files
@@ -83,33 +84,35 @@ def test_chunks_table_has_the_documented_schema() -> None:
     assert table.column("input_ids").to_pylist()[1] == list(range(8, 16))
 
 
-# --- selection and budgets ---------------------------------------------------------------
+# --- selection decisions ---------------------------------------------------------------
 
 
 def test_decisions_depend_only_on_seed_and_identity() -> None:
-    a = P.Scorer.from_spec(spec(seed=1))
-    b = P.Scorer.from_spec(spec(seed=2))
+    a = S.Scorer.from_spec(spec(seed=1))
+    b = S.Scorer.from_spec(spec(seed=2))
     ids = [("train/chunk1/x.jsonl.zst", i) for i in range(2000)]
     first = [a.identity(0, r, i) for r, i in ids]
     assert first == [a.identity(0, r, i) for r, i in reversed(ids)][::-1]
     assert first != [b.identity(0, r, i) for r, i in ids]
-    buckets = np.array([x[0] for x in first])
-    coins = np.array([x[1] for x in first])
-    assert buckets.min() >= 0 and buckets.max() < P.BUCKETS
+    bins = np.array([S.bin_of(h) for h, _ in first])
+    coins = np.array([c / 2.0**64 for _, c in first])
+    assert bins.min() >= 0 and bins.max() < S.BINS and len(set(bins)) > 1900
     assert abs(coins.mean() - 0.5) < 0.03 and abs((coins < 0.1).mean() - 0.1) < 0.02
 
 
 def test_short_documents_pass_with_the_keep_probability_only() -> None:
-    s = P.Scorer.from_spec(
+    s = S.Scorer.from_spec(
         spec(strategy={"shortDocumentTokens": 100, "shortDocumentKeepProbability": 0.1})
     )
-    assert s.eligible(100, 0.99) and s.eligible(99, 0.05) and not s.eligible(99, 0.1)
-    assert P.Scorer.from_spec(spec(strategy={"type": "original"})).eligible(1, 0.99)
-    assert s.estimate("x" * 368) == 100
+    tenth = 2**64 // 10
+    assert s.eligible(100, 2**64 - 1) and s.eligible(99, tenth - 2**40)
+    assert not s.eligible(99, tenth + 2**40)
+    assert S.Scorer.from_spec(spec(strategy={"type": "original"})).eligible(1, 2**64 - 1)
+    assert s.estimate("x" * 368) == 100 and s.is_long(100) and not s.is_long(99)
 
 
 def test_length_bins_are_the_papers() -> None:
-    assert [P.length_bin(t) for t in (0, 1023, 1024, 4095, 4096, 131071, 131072)] == [
+    assert [S.length_bin(t) for t in (0, 1023, 1024, 4095, 4096, 131071, 131072)] == [
         0,
         0,
         1,
@@ -118,96 +121,7 @@ def test_length_bins_are_the_papers() -> None:
         7,
         8,
     ]
-    assert len(P.BIN_LABELS) == 9
-
-
-def stats_of(per_domain: dict[str, list[int]]) -> dict[str, P.DomainStats]:
-    """Stats with the given eligible tokens in consecutive buckets."""
-    out = {}
-    for d, sizes in per_domain.items():
-        s = P.DomainStats()
-        for i, n in enumerate(sizes):
-            s.add(n, 0, False)
-            s.eligible[i * 7 % P.BUCKETS] += n
-        out[d] = s
-    return out
-
-
-def test_per_source_fills_each_domain_budget_from_its_shares() -> None:
-    stats = stats_of({"a": [10] * 200, "b": [10] * 200})
-    plans, notes = P.make_plan(
-        spec(totalTokens=1000, strategy={"domainShares": {"a": 0.7, "b": 0.3}}), stats
-    )
-    assert plans["a"].planned == 700 and plans["b"].planned == 300
-    assert notes["targetShares"] == {"a": 0.7, "b": 0.3} and notes["warnings"] == []
-
-
-def test_a_domain_without_enough_data_is_warned_about() -> None:
-    stats = stats_of({"a": [10] * 200, "b": [10] * 5})
-    plans, notes = P.make_plan(
-        spec(totalTokens=1000, strategy={"domainShares": {"a": 0.5, "b": 0.5}}), stats
-    )
-    assert plans["b"].planned == 50
-    assert any("domain b: only 50 of its 500" in w for w in notes["warnings"])
-
-
-def test_default_shares_are_slimpajamas_and_validation_is_held_out() -> None:
-    stats = stats_of({d: [10] * 1000 for d in SLIMPAJAMA_SHARES})
-    plans, notes = P.make_plan(
-        spec(totalTokens=5000, validationFraction=0.01, sequenceLength=16), stats
-    )
-    assert notes["targetShares"] == pytest.approx(SLIMPAJAMA_SHARES)
-    for d, p in plans.items():
-        assert abs(p.planned - 5000 * SLIMPAJAMA_SHARES[d]) <= 5
-        assert p.train_end <= p.validation_start and p.validation_planned >= 20
-
-
-def test_global_strategies_fill_one_budget_in_the_corpus_mix() -> None:
-    stats = stats_of({"a": [10] * 300, "b": [10] * 100})
-    plans, notes = P.make_plan(spec(totalTokens=2000, strategy={"type": "global"}), stats)
-    assert plans["a"].train_end == plans["b"].train_end
-    assert abs(plans["a"].planned + plans["b"].planned - 2000) <= 20
-    assert notes["targetShares"] == {}
-
-
-def test_upsample_domains_scales_the_rest_down() -> None:
-    shares, _ = P.resolve_shares(
-        spec(strategy={"type": "upsample-domains", "domainShares": {"book": 0.5}}),
-        {"book": 10, "web": 60, "code": 30},
-    )
-    assert shares == pytest.approx({"book": 0.5, "web": 0.5 * 60 / 90, "code": 0.5 * 30 / 90})
-
-
-def test_calibration_converts_estimates_to_tokenizer_tokens() -> None:
-    stats = stats_of({"a": [10] * 400})
-    stats["a"].sample_estimated, stats["a"].sample_tokens = 100, 200
-    plans, notes = P.make_plan(spec(totalTokens=1000, strategy={"domainShares": {"a": 1.0}}), stats)
-    assert notes["calibration"] == {"a": 2.0} and plans["a"].planned == 1000
-    assert int(stats["a"].eligible[: plans["a"].train_end].sum()) == 500
-
-
-def test_files_are_grouped_to_fill_chunks_deterministically() -> None:
-    plans = {
-        "a": P.DomainPlan(10, P.BUCKETS, 0, 500, 1000, 0),
-        "b": P.DomainPlan(0, P.BUCKETS, 0, 0, 1000, 0),
-    }
-    eligible = [{"a": 100, "b": 1000}] * 10  # 50 expected tokens per file: b is not kept
-    assert P.group_files(eligible, plans, 10, chunks=10) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
-    assert P.group_files(eligible, plans, 10, chunks=100, max_files=4) == [
-        [0, 1, 2, 3],
-        [4, 5, 6, 7],
-        [8, 9],
-    ]
-    assert P.group_files([], plans, 10) == []
-
-
-def test_stats_survive_json_and_merge_in_any_order() -> None:
-    a, b = stats_of({"x": [5, 3000]}), stats_of({"x": [70000]})
-    one = P.DomainStats.from_json(json.loads(json.dumps(a["x"].to_json())))
-    one.merge(b["x"])
-    two = P.DomainStats.from_json(b["x"].to_json())
-    two.merge(a["x"])
-    assert one.to_json() == two.to_json() and one.documents == 3
+    assert len(S.BIN_LABELS) == 9
 
 
 # --- the corpus generator ------------------------------------------------------------------

@@ -109,3 +109,51 @@ def test_run_refuses_two_resources_writing_one_output(tmp_path: Path) -> None:
         match=r"DataMixture/other: output.uri .*mix/sub collides with .*DataMixture local/mix",
     ):
         load(str(file), str(tmp_path / "art"))
+
+
+def test_run_summary_labels_the_long_document_share_and_shows_warnings() -> None:
+    from longreach.contract.datamixture import (
+        KeepProbability,
+        LongDocumentShare,
+        LongDocumentShares,
+        MixtureReport,
+        MixtureResult,
+    )
+    from longreach.operator.localrun import summary
+
+    mixture = load(str(EXAMPLES / "quickstart.yaml"), "/art")[0]
+    mixture.succeeded(
+        MixtureReport(
+            state="succeeded",
+            warnings=["domain RedPajamaC4 has 240 tokens"],
+            result=MixtureResult(
+                uri="/art/demo/mixture",
+                tokens=2048,
+                chunks=2,
+                domainShares={"RedPajamaC4": 0.27, "RedPajamaBook": 0.04},
+                targetShares={"RedPajamaC4": 0.266, "RedPajamaBook": 0.041},
+                longDocumentShare=LongDocumentShares(
+                    byEstimate=LongDocumentShare(before=0.276, after=0.565),
+                    byTokenizer=LongDocumentShare(before=0.27, after=0.55),
+                ),
+                keepProbability={
+                    "RedPajamaC4": KeepProbability(requested=0.1, effective=0.23),
+                    "RedPajamaBook": KeepProbability(requested=0.1, effective=0.1),
+                },
+            ),
+        )
+    )
+    lines = summary([mixture]).splitlines()
+    assert lines[2].endswith(
+        "2,048 tokens (of the tokenizer, BOS included) in 2 chunks; totalTokens 200,000"
+    )
+    assert (
+        "long-document tokens (documents of 256+ estimated tokens), before -> after: "
+        "by estimate (characters / 3.68) 28% -> 56%; by tokenizer 27% (estimated from a sample) "
+        "-> 55%"
+    ) in lines[3]
+    assert lines[4].strip() == "shares (target): Book 0.040 (0.041), C4 0.270 (0.266)"
+    assert lines[5].strip() == (
+        "short-document keep probability raised to fill budgets: C4 0.1 -> 0.23"
+    )
+    assert lines[-1].strip() == "warning: domain RedPajamaC4 has 240 tokens"

@@ -191,3 +191,26 @@ def test_job_states() -> None:
         ).state
         == "failed"
     )
+
+
+def test_the_jobs_warnings_show_as_a_warning_condition() -> None:
+    report = MixtureReport(state="running", warnings=["domain C4 has 240 tokens", "second"])
+    obs = observe(ChildState("running"), report, False, "manifest.json", 0)
+    warned = {c["type"]: c for c in conditions([], obs, 3)}
+    assert warned["Warning"]["status"] == "True" and warned["Warning"]["reason"] == "JobWarning"
+    assert warned["Warning"]["message"] == "domain C4 has 240 tokens; second"
+    assert warned["Warning"]["observedGeneration"] == 3
+    # A reconcile that did not read the report (e.g. a Waiting step) leaves it as it was.
+    kept = conditions(list(warned.values()), Observation("Suspended", "Suspended", "s"), 3)
+    assert {c["type"]: c for c in kept}["Warning"] == warned["Warning"]
+    # A job that no longer warns turns it False; one that never warned has none.
+    quiet = observe(ChildState("running"), MixtureReport(), False, "manifest.json", 0)
+    cleared = {c["type"]: c for c in conditions(list(warned.values()), quiet, 4)}
+    assert cleared["Warning"]["status"] == "False" and cleared["Warning"]["message"] == ""
+    assert [c["type"] for c in conditions([], quiet, 1)] == [
+        "Ready",
+        "Succeeded",
+        "Failed",
+        "Waiting",
+    ]
+    assert "Warning" in status_patch({}, obs, 3)["conditions"][-1]["type"]
