@@ -114,7 +114,7 @@ def scan(ctx: Context, scorer: Scorer, tokenizer: TokenizerInfo) -> Scan:
             records=saved["records"], corrupt=saved["corrupt"], file_tokens=saved["fileTokens"]
         )
         return _parse_scan(saved)
-    units = ctx.units
+    units, out = ctx.units, ctx.out  # the closure below goes to Ray: no ctx (its lease locks)
     stats: dict[str, DomainStats] = {}
     orders: dict[str, OrderHistogram] = {}
     records = corrupt = 0
@@ -122,7 +122,7 @@ def scan(ctx: Context, scorer: Scorer, tokenizer: TokenizerInfo) -> Scan:
     file_tokens: list[dict[str, int]] = [{} for _ in units]
 
     def one(i: int) -> dict[str, Any]:
-        source, record = spec.sources[units[i].source], lines_uri(ctx.out, i)
+        source, record = spec.sources[units[i].source], lines_uri(out, i)
         return {"file": i, **scan_unit(units[i], source, storage, scorer, tokenizer, record)}
 
     size = sum(u.size * COMPRESSION.get(u.format, 1) for u in units)
