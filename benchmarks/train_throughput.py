@@ -113,7 +113,7 @@ def torch_baseline(model: Path, length: int, steps: int) -> float:
     torch.set_num_threads(1)
     # The job's loader: training mode, else transformers skips the checkpointing asked for.
     config = AutoConfig.from_pretrained(str(model))
-    m = load_model(str(model), config, gpu=False, attention="sdpa", checkpointing=True)
+    m = load_model(str(model), config, gpu=False, attention="sdpa", checkpointing="full")
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
     ids = torch.randint(4, 500, (1, length))
     times = []
