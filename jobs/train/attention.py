@@ -52,23 +52,28 @@ def measured_order(card: str, length: int, table: Table = MEASURED) -> list[str]
     return []
 
 
-def installed(backend: str) -> bool:
-    """Whether `backend` can run here (the SDPA kernels come with PyTorch)."""
-    return backend != "flash_attention_2" or flash_attn_installed()
-
-
 def choose(
-    asked: str, *, gpu: bool, card: str = "", length: int = 0, table: Table = MEASURED
+    asked: str,
+    *,
+    gpu: bool,
+    card: str = "",
+    length: int = 0,
+    table: Table = MEASURED,
+    flash: bool | None = None,
 ) -> Choice:
-    """Resolve `spec.training.attention` for this machine; a choice that cannot run here is an
-    InputError naming the field and the fix."""
+    """Resolve `spec.training.attention` for this machine (`flash`: whether flash-attn is
+    installed, looked up when None); a choice that cannot run here is an InputError naming the
+    field and the fix."""
+    flash = flash_attn_installed() if flash is None else flash
     if asked == "auto":
         if not gpu:
             return Choice("sdpa", "sdpa", "auto: CPU runs SDPA")
         for backend in measured_order(card, length, table):
-            if installed(backend):
-                return Choice(backend, _implementation(backend), f"auto: measured fastest on {card}")
-        if flash_attn_installed():
+            if backend != "flash_attention_2" or flash:  # the SDPA kernels come with PyTorch
+                return Choice(
+                    backend, _implementation(backend), f"auto: measured fastest on {card}"
+                )
+        if flash:
             return Choice("flash_attention_2", "flash_attention_2", "auto: flash-attn installed")
         return Choice("sdpa", "sdpa", "auto: no measurement for this card and length")
     if asked == "flash_attention_2":
@@ -77,7 +82,7 @@ def choose(
                 "training.attention: flash_attention_2 needs a GPU (resources.gpusPerNode is 0); "
                 "use auto or sdpa"
             )
-        if not flash_attn_installed():
+        if not flash:
             raise InputError(
                 "training.attention: flash_attention_2 is chosen but the flash-attn package is "
                 "not installed in the training image; install flash-attn there or set "

@@ -72,7 +72,10 @@ def summed_loss(model: Any, part: Slice, *, fused: bool) -> torch.Tensor:
     entropy where the model has it (jobs/train/kernels.py), else `token_losses`."""
     if fused:
         return model(
-            input_ids=part.ids, position_ids=part.positions, use_cache=False, fused_labels=part.labels
+            input_ids=part.ids,
+            position_ids=part.positions,
+            use_cache=False,
+            fused_labels=part.labels,
         )
     return token_losses(model, part).sum()
 

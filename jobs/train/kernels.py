@@ -75,7 +75,9 @@ def apply(kernels: Kernels, model_type: str) -> None:
     import liger_kernel.transformers as liger
 
     patch = getattr(liger, PATCHES[model_type])
-    patch(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False)
+    patch(
+        rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False
+    )
 
 
 class _FusedLoss:

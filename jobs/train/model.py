@@ -121,7 +121,9 @@ def decoder_layers(model: Any) -> list[Any]:
     """The decoder layers of a Llama-shaped transformers model (model.model.layers)."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None or not all(
-        hasattr(x, n) for x in layers for n in ("input_layernorm", "post_attention_layernorm", "mlp")
+        hasattr(x, n)
+        for x in layers
+        for n in ("input_layernorm", "post_attention_layernorm", "mlp")
     ):
         raise InputError(
             f"deepspeed.activationCheckpointing: selective and every:K need a Llama-shaped model "

@@ -194,7 +194,9 @@ def test_the_valid_bases_are_accepted(control_plane: Any, manifest: str) -> None
     control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest)
 
 
-@pytest.mark.parametrize("value", ["true", "false", "selective", "auto", "full", "none", "'every:2'"])
+@pytest.mark.parametrize(
+    "value", ["true", "false", "selective", "auto", "full", "none", "'every:2'"]
+)
 def test_checkpointing_accepts_a_bool_or_a_mode(control_plane: Any, value: str) -> None:
     manifest = EXT.replace(
         "training: {tokens: 5B}",

@@ -82,7 +82,9 @@ def test_selective_keeps_weights_names_and_class_names(four_layers: Path) -> Non
 
     config = AutoConfig.from_pretrained(str(four_layers))
     plain = load_model(str(four_layers), config, gpu=False, attention="sdpa", checkpointing="none")
-    sel = load_model(str(four_layers), config, gpu=False, attention="sdpa", checkpointing="selective")
+    sel = load_model(
+        str(four_layers), config, gpu=False, attention="sdpa", checkpointing="selective"
+    )
     assert list(plain.state_dict()) == list(sel.state_dict())
     assert type(sel.model.layers[0].mlp).__name__ == type(plain.model.layers[0].mlp).__name__
 
@@ -99,5 +101,5 @@ def test_selective_needs_a_llama_shaped_model() -> None:
 
     from longreach.jobs.train.model import enable_checkpointing
 
-    with pytest.raises(InputError, match="deepspeed.activationCheckpointing: selective"):
+    with pytest.raises(InputError, match=r"deepspeed\.activationCheckpointing: selective"):
         enable_checkpointing(torch.nn.Linear(2, 2), "selective")
