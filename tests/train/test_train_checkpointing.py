@@ -103,3 +103,28 @@ def test_selective_needs_a_llama_shaped_model() -> None:
 
     with pytest.raises(InputError, match=r"deepspeed\.activationCheckpointing: selective"):
         enable_checkpointing(torch.nn.Linear(2, 2), "selective")
+
+
+@pytest.mark.integration
+def test_the_job_trains_with_a_planned_mode_and_records_what_ran(
+    tmp_path: Path, tiny_model: Path, vocab_size: int
+) -> None:
+    """activationCheckpointing auto, resolved as the operator does (every:2 written into the
+    job's config): the job runs that mode and every metrics line and final/longreach.json say
+    which attention, kernels and checkpointing ran."""
+    from longreach.contract import storage
+
+    from .helpers import make_setup, metrics, run, tail
+
+    setup = make_setup(
+        str(tmp_path / "store"), tmp_path, tiny_model, vocab_size,
+        deepspeed={"activationCheckpointing": "auto"}, extra={"checkpointing": "every:2"},
+    )  # fmt: skip
+    proc = run(setup)
+    assert proc.returncode == 0, tail(proc)
+    assert "attention sdpa (auto: CPU runs SDPA), kernels none (auto: no GPU)" in proc.stdout
+    ran = {"attention": "sdpa", "kernels": "none", "checkpointing": "every:2"}
+    lines = metrics(setup)
+    assert lines and all(m.items() >= ran.items() for m in lines)
+    summary = storage.read_json(storage.join(setup.output, "final/longreach.json"), setup.store)
+    assert summary.items() >= ran.items()

@@ -157,3 +157,22 @@ def test_the_loss_path_is_in_the_plan() -> None:
              TINYLLAMA_1B).memoryGiB["activations"]
         < plan(spec(8192, resources=ONE_H200, deepspeed=none), TINYLLAMA_1B).memoryGiB["activations"]
     )  # fmt: skip
+
+
+def test_the_operator_resolves_auto_for_the_job(tiny_model: Any) -> None:
+    """The job cannot import the planner: the operator writes its choice into the job's config
+    (not part of the output's identity); unreadable model shapes leave the job at full."""
+    from longreach.contract.contextextension import TrainJobConfig
+    from longreach.operator.contextextension.adapter import ContextExtensionAdapter
+
+    def config(model: dict[str, str | None], mode: Any) -> TrainJobConfig:
+        s = spec(4096, model=model, deepspeed={"activationCheckpointing": mode},
+                 resources={"gpusPerNode": 1, "gpuMemoryGiB": 40})  # fmt: skip
+        return ContextExtensionAdapter().job_config("x", "ns", "uid", s, {})
+
+    auto = config({"uri": str(tiny_model)}, "auto")
+    assert auto.checkpointing == "none" and auto.checkpointing_mode() == "none"  # a tiny model
+    hub = config({"uri": None, "name": "meta-llama/Llama-2-7b-hf"}, "auto")
+    assert hub.checkpointing is None and hub.checkpointing_mode() == "full"
+    assert config({"uri": str(tiny_model)}, "selective").checkpointing_mode() == "selective"
+    assert auto.output_config() == auto.model_copy(update={"checkpointing": "full"}).output_config()
