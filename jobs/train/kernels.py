@@ -30,14 +30,24 @@ class Kernels:
 
 
 def liger_installed() -> bool:
-    return importlib.util.find_spec("liger_kernel") is not None
+    """Whether liger-kernel imports here (a package whose Triton does not match the image's
+    torch fails on import: that counts as not installed)."""
+    if importlib.util.find_spec("liger_kernel") is None:
+        return False
+    try:
+        import liger_kernel.transformers  # noqa: F401
+    except Exception as e:  # ImportError, or Triton's own errors at import
+        print(f"longreach: liger-kernel is installed but does not import: {e}", flush=True)
+        return False
+    return True
 
 
 def choose(asked: str, *, gpu: bool, model_type: str, installed: bool | None = None) -> Kernels:
-    """Resolve `spec.training.kernels` for this machine and model."""
-    have = liger_installed() if installed is None else installed
+    """Resolve `spec.training.kernels` for this machine and model (`installed`: whether
+    liger-kernel imports, looked up when None and a GPU makes it matter)."""
     if asked == "none":
         return Kernels(False, "training.kernels: none")
+    have = installed if installed is not None else gpu and liger_installed()
     supported = model_type in PATCHES
     if asked == "liger":
         if not gpu:
