@@ -32,7 +32,6 @@ from typing import Any
 from longreach.contract.contextextension import (
     ContextExtensionSpec,
     checkpointed_layers,
-    checkpointing_mode,
 )
 
 GiB = 2**30
@@ -192,7 +191,7 @@ def memory(
     spec's, auto resolved by `choose_checkpointing`); everything else from the spec."""
     ds = spec.deepspeed
     if mode is None:
-        mode = checkpointing_mode(ds.activationCheckpointing)
+        mode = ds.checkpointing()
         if mode == "auto":
             mode = choose_checkpointing(spec, shape, sp)
     world = max(spec.world_size(), 1)
@@ -258,7 +257,7 @@ def plan(spec: ContextExtensionSpec, model_config: dict[str, Any] | None = None)
     shape, assumed = shape_of(model_config)
     sp = spec.deepspeed.sequenceParallel
     on_cpu = spec.resources.gpusPerNode == 0
-    mode = checkpointing_mode(spec.deepspeed.activationCheckpointing)
+    mode = spec.deepspeed.checkpointing()
     auto = mode == "auto"
     if auto:
         mode = choose_checkpointing(spec, shape, sp)

@@ -128,3 +128,28 @@ def test_the_job_trains_with_a_planned_mode_and_records_what_ran(
     assert lines and all(m.items() >= ran.items() for m in lines)
     summary = storage.read_json(storage.join(setup.output, "final/longreach.json"), setup.store)
     assert summary.items() >= ran.items()
+
+
+@pytest.mark.slow
+def test_compiled_layers_compute_the_same_gradients(tiny_model: Path) -> None:
+    """training.compile: torch.compile of each decoder layer, here with selective
+    checkpointing (a compiled region holding a checkpointed MLP), gives the eager gradients."""
+    import torch
+    from transformers import AutoConfig
+
+    from longreach.jobs.train.model import decoder_layers, load_model
+
+    config = AutoConfig.from_pretrained(str(tiny_model))
+    ids = torch.randint(4, 100, (1, 64), generator=torch.Generator().manual_seed(2))
+    eager, compiled = (
+        load_model(str(tiny_model), config, gpu=False, attention="sdpa", checkpointing="selective")
+        for _ in range(2)
+    )
+    for layer in decoder_layers(compiled):
+        layer.compile()
+    for model in (eager, compiled):
+        model(input_ids=ids, labels=ids).loss.backward()
+    for (name, a), (_, b) in zip(
+        eager.named_parameters(), compiled.named_parameters(), strict=True
+    ):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
