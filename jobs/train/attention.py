@@ -1,6 +1,6 @@
 """Which attention kernel a run uses (`spec.training.attention`), checked before any GPU work.
 
-`auto` looks the card and the per-GPU sequence length up in `MEASURED`, a table of backends in
+`auto` looks the card and the sequence length up in `MEASURED`, a table of backends in
 the order they measured fastest (`benchmarks/attention_backends.py` prints it; docs/benchmarks.md
 keeps the runs), and takes the first one installed. A card or length the table does not hold
 gets FlashAttention-2 where installed, else SDPA with PyTorch's own backend choice; on CPU it is
@@ -43,7 +43,7 @@ def flash_attn_installed() -> bool:
 
 
 def measured_order(card: str, length: int, table: Table = MEASURED) -> list[str]:
-    """The table's backends for `card` at `length` tokens per GPU, fastest first; [] if none."""
+    """The table's backends for `card` at `length` tokens, fastest first; [] if none."""
     for fragment, rows in table.items():
         if fragment in card:
             for up_to, backends in rows:

@@ -50,13 +50,13 @@ class Run:
     dpRank: int
     flopsPerToken: float
     gradScale: float
-    kernels: dict[str, Any]
-    """What runs, for the metrics and final/longreach.json: attention backend, Liger or not,
-    activation checkpointing mode."""
+    ran: dict[str, Any]
+    """What runs, for the metrics and final/longreach.json: the attention backend, the kernels
+    (liger or none) and the activation checkpointing mode."""
 
     @property
     def fusedLoss(self) -> bool:
-        return self.kernels["kernels"] == "liger"
+        return self.ran["kernels"] == "liger"
 
 
 def setup(prepared: Prepared, rdzv: Rendezvous, reporter: Reporter, gpu: bool) -> Run:
@@ -67,10 +67,11 @@ def setup(prepared: Prepared, rdzv: Rendezvous, reporter: Reporter, gpu: bool) -
 
     spec, batch = prepared.config.spec, prepared.batch
     device = torch.device("cuda", rdzv.localRank) if gpu else torch.device("cpu")
-    # Settings that cannot run here fail now, naming the field, before DeepSpeed starts.
+    # Settings that cannot run here fail now, naming the field, before DeepSpeed starts. Under
+    # Ulysses each rank's attention still spans the whole sequence (for its share of the heads).
     card = torch.cuda.get_device_name(device) if gpu else "cpu"
     attention = attention_choice.choose(
-        spec.training.attention, gpu=gpu, card=card, length=batch.localSequenceLength
+        spec.training.attention, gpu=gpu, card=card, length=batch.sequenceLength
     )
     model_type = str(getattr(prepared.hfConfig.get_text_config(), "model_type", ""))
     fused = kernels.choose(spec.training.kernels, gpu=gpu, model_type=model_type)
@@ -208,7 +209,7 @@ def train_step(run: Run, state: State) -> float:
         part = make_slice(samples, batch.sequenceParallel, run.spRank, run.device)
         # An SDPA backend held for the forward pass must hold for the backward too, where
         # activation checkpointing runs the attention again.
-        with attention_choice.sdpa_scope(run.kernels["attention"]):
+        with attention_choice.sdpa_scope(run.ran["attention"]):
             loss = summed_loss(run.engine, part, fused=run.fusedLoss) / predicted_tokens(
                 len(samples), batch.sequenceLength
             )
@@ -249,7 +250,7 @@ def step_metrics(run: Run, state: State, loss: float, lr: float, tps: float) -> 
         "loss": loss,
         "lr": lr,
         "tokensPerSecond": tps,
-        **run.kernels,
+        **run.ran,
     }
     norm = run.engine.get_global_grad_norm()
     if norm is not None:
@@ -304,7 +305,7 @@ def write_final(
             "tokensSeen": state.tokensSeen,
             "loss": loss,
             "validationLoss": validation,
-            **run.kernels,
+            **run.ran,
             **p.rope,
         }
         lease.check()  # never commit over an output another writer has taken over
