@@ -12,6 +12,7 @@ cores; RSS under 300 MB.
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import statistics
 import subprocess
@@ -67,13 +68,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def api_calls(cp: ControlPlane) -> dict[str, float]:
-    """The API server's request counters by verb (all clients, all resources)."""
+    """The API server's request counters by verb and resource (all clients), e.g.
+    `PATCH needleevals/status`."""
     text = cp.kubectl("get", "--raw", "/metrics").stdout
     calls: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{"):
-            verb = line.split('verb="', 1)[1].split('"', 1)[0]
-            calls[verb] = calls.get(verb, 0.0) + float(line.rsplit(" ", 1)[1])
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            sub = labels.get("subresource")
+            key = f"{labels['verb']} {labels.get('resource', '')}" + (f"/{sub}" if sub else "")
+            calls[key] = calls.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return calls
 
 
@@ -123,10 +127,11 @@ def run(
     # The load generator's own creates and the two benchmark watches' LISTs are not the
     # operator's; its watches are long-lived and not counted per resource either.
     calls = {
-        v: (after.get(v, 0) - before.get(v, 0)) / count
-        for v in ("POST", "PATCH", "GET", "PUT", "DELETE")
+        key: (after[key] - before.get(key, 0)) / count
+        for key in sorted(after)
+        if key.split()[0] in ("POST", "PATCH", "GET", "PUT", "DELETE")
     }
-    calls["POST"] -= 1
+    calls["POST needleevals"] -= 1
     to_child = [children[n] - created[n] for n in created if n in children]
     to_status = [phased[n] - created[n] for n in created if n in phased]
     return {

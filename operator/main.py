@@ -38,8 +38,8 @@ def run(settings: OperatorSettings) -> None:
     from prometheus_client import start_http_server
 
     kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)
-    # Every event and every resync of every resource succeeds; that is not news.
-    quiet = ("Timer 'resync' succeeded", "Handler 'reconcile' succeeded")
+    # Every event of every resource succeeds; that is not news.
+    quiet = ("Handler 'reconcile' succeeded",)
     for handler in logging.getLogger().handlers:
         handler.addFilter(lambda record: not record.getMessage().startswith(quiet))
     setup(settings)

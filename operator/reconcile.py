@@ -4,7 +4,7 @@ For each resource, in order: parse the spec, refuse an output that collides with
 resource's, resolve the dependencies, admit the spec, ensure the children (create-if-absent,
 deterministic names, owner references), keep the job's suspension in step with the spec,
 enforce the deadline, then observe the child and the job's progress.json. A step that decides
-the status stops the flow with `Stop`. A timer repeats the flow so a vanished, stuck or
+the status stops the flow with `Stop`. A resync repeats the flow so a vanished, stuck or
 finished child is noticed without any event. A failed resource is retried when its
 `longreach.io/retry` annotation gets a new value.
 """
@@ -182,11 +182,31 @@ class Reconciler:
         self.adapter, self.executor, self.kube, self.settings = adapter, executor, kube, settings
         # Only kinds that check something before starting pay for the thread hop.
         self.admits = type(adapter).admit is not Adapter.admit
+        self.known: dict[tuple[str, str], dict[str, Any]] = {}
+        """The latest body of every resource of the kind (a watch event or our own status
+        write, whichever came last): what the resync reconciles."""
+        self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+        """One reconcile at a time per resource (events and the resync run apart)."""
+        self.indexes: list[Any] = []
+        self.resyncing: asyncio.Task[None] | None = None
 
-    async def __call__(self, body: kopf.Body, patch: kopf.Patch, indexes: list[Any]) -> None:
+    def seen(self, type: str | None, body: Any) -> None:
+        """Keep the newer of `body` (a watch event's, or what our status write returned)
+        and the one known."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if type == "DELETED":
+            self.known.pop(key, None)
+            self.locks.pop(key, None)
+        elif not _older(body, self.known.get(key)):
+            self.known[key] = dict(body)
+
+    async def __call__(self, body: kopf.Body, indexes: list[Any]) -> None:
         started = time.perf_counter()
+        key = (body.metadata.namespace, body.metadata.name)
         try:
-            await self.reconcile(body, patch, indexes)
+            async with self.locks.setdefault(key, asyncio.Lock()):
+                # the latest body: a reconcile that waited for the lock may have written it
+                await self.reconcile(kopf.Body(self.known.get(key) or dict(body)), indexes)
         except (kopf.PermanentError, kopf.TemporaryError):
             raise
         except Exception:
@@ -195,10 +215,30 @@ class Reconciler:
         finally:
             metrics.HANDLER_LATENCY.labels(self.adapter.kind).observe(time.perf_counter() - started)
 
-    async def reconcile(self, body: kopf.Body, patch: kopf.Patch, indexes: list[Any]) -> None:
+    async def resync_forever(self) -> None:
+        """Every resyncSeconds, reconcile every resource of the kind (at most as many at once
+        as the API client has threads): a vanished, stuck or finished child is noticed
+        without any event, and a failed reconcile is retried."""
+        log = logging.getLogger(__name__)
+        limit = asyncio.Semaphore(self.kube.workers)
+
+        async def one(raw: dict[str, Any]) -> None:
+            async with limit:
+                try:
+                    await self(kopf.Body(raw), self.indexes)
+                except (kopf.PermanentError, kopf.TemporaryError) as e:
+                    log.info("%s: %s", raw["metadata"]["name"], e)
+                except Exception:
+                    log.exception("resync of %s failed", raw["metadata"]["name"])
+
+        while True:
+            await asyncio.sleep(self.settings.resyncSeconds)
+            await asyncio.gather(*(one(raw) for raw in list(self.known.values())))
+
+    async def reconcile(self, body: kopf.Body, indexes: list[Any]) -> None:
         now = Current.of(body)
         if now.retry_asked:
-            await self.retry(body, patch, now)
+            await self.retry(body, now)
             return
         if now.finished:
             metrics.track(self.adapter.kind, f"{now.namespace}/{now.name}", now.status["phase"])
@@ -216,11 +256,11 @@ class Reconciler:
             await self.enforce_deadline(body, now, spec)
             obs = await self.observe(body, now, spec, child)
         except Stop as stop:
-            self.write(body, patch, now, stop.observation)
+            await self.write(body, now, stop.observation)
             if stop.then is not None:
                 raise stop.then from stop
             return
-        self.write(body, patch, now, obs)
+        await self.write(body, now, obs)
 
     async def dependencies(self, now: Current, spec: Any) -> dict[str, Resolved]:
         out = {}
@@ -308,7 +348,7 @@ class Reconciler:
             await self.executor.stop(self.adapter, body)  # e.g. a RayJob about to retry
         return obs
 
-    async def retry(self, body: kopf.Body, patch: kopf.Patch, now: Current) -> None:
+    async def retry(self, body: kopf.Body, now: Current) -> None:
         """Discard the failed job and start over: the next reconcile creates a new one, which
         resumes from the job's own shards and checkpoints."""
         await self.executor.discard(self.adapter, body)
@@ -316,7 +356,7 @@ class Reconciler:
             f"retrying ({RETRY_ANNOTATION}={now.retry}) after: {now.status.get('message', '')}"
         )
         fields = {"retry": now.retry, "completionTime": ""}
-        self.write(body, patch, now, Observation("Pending", "Retrying", message, fields))
+        await self.write(body, now, Observation("Pending", "Retrying", message, fields))
 
     async def expire(self, now: Current) -> None:
         """ttlSecondsAfterFinished: delete the finished resource (its children go with it)."""
@@ -325,16 +365,22 @@ class Reconciler:
         if ttl is not None and done and time.time() - _epoch(done) >= ttl:
             await self.kube.delete(API_VERSION, self.adapter.kind, now.namespace, now.name)
 
-    def write(self, body: kopf.Body, patch: kopf.Patch, now: Current, obs: Observation) -> None:
-        """The status patch for `obs`, and an event and metrics on a phase transition."""
+    async def write(self, body: kopf.Body, now: Current, obs: Observation) -> None:
+        """The status for `obs` (a merge patch of the status subresource, written here: kopf's
+        own patches diff the whole body, a deep copy per write), and an event and metrics on
+        a phase transition."""
         # The gauge follows every resource, also those an operator restart found mid-run.
         metrics.track(self.adapter.kind, f"{now.namespace}/{now.name}", obs.phase)
         old = now.status
         new = status_patch(old, obs, now.generation)
         if not changed(old, new):
             return
-        for key, value in new.items():
-            patch.status[key] = value
+        written = await self.kube.patch_status(
+            API_VERSION, self.adapter.kind, now.namespace, now.name, {"status": new}
+        )
+        if written is None:
+            return  # deleted meanwhile
+        self.seen("MODIFIED", written)
         before = old.get("phase") or "Pending"
         if before != obs.phase or not old.get("phase"):
             metrics.TRANSITIONS.labels(self.adapter.kind, before, obs.phase).inc()
@@ -368,6 +414,16 @@ def _epoch(timestamp: str) -> float:
     return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
+def _older(body: Any, than: dict[str, Any] | None) -> bool:
+    """Whether `body` is an older version of the object than `than`. Resource versions are
+    opaque to clients, but the API server's (etcd revisions) are integers that grow: compared
+    only when both are."""
+    if than is None:
+        return False
+    mine, theirs = body["metadata"].get("resourceVersion"), than["metadata"].get("resourceVersion")
+    return str(mine).isdigit() and str(theirs).isdigit() and int(mine) < int(theirs)
+
+
 def index_name(adapter: AnyAdapter) -> str:
     """The kopf index of a kind's output locations (every handler receives every index)."""
     return f"{adapter.plural}_outputs"
@@ -388,41 +444,38 @@ def echo(body: kopf.Body) -> bool:
 def register(
     adapter: AnyAdapter, executor: Executor, kube: Kube, settings: OperatorSettings
 ) -> None:
-    """Register one kind with kopf: its output index, the reconcile on every event that asks
-    for something, and the resync timer. No handler state is stored on the resources (kopf's
-    annotations would cost a PATCH per create): the reconcile is idempotent, and the timer
-    repeats it every resyncSeconds, which is also how a failed reconcile is retried."""
+    """Register one kind with kopf: its output index and the reconcile on every event that
+    asks for something; the kind's resync starts with its first event. Nothing of kopf's is
+    stored on the resources: no handler state (an annotation PATCH per create) and no
+    finalizer (a kopf timer adds one: a PATCH per create and another per delete, and a
+    resource that cannot be deleted while the operator is away). The reconcile is idempotent
+    and writes the status itself; the resync repeats it every resyncSeconds, which is also
+    how a failed reconcile is retried."""
     reconciler = Reconciler(adapter, executor, kube, settings)
 
     def indexes(kwargs: dict[str, Any]) -> list[Any]:
         return [kwargs[index_name(a)] for a in ADAPTERS]
-
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, kwargs: dict[str, Any]) -> None:
-        try:
-            await reconciler(body, patch, indexes(kwargs))
-        except (kopf.PermanentError, kopf.TemporaryError) as e:
-            # The status says why; the resync timer tries again where that can help.
-            logging.getLogger(__name__).info("%s: %s", body.metadata.name, e)
 
     @kopf.index(GROUP, VERSION, adapter.plural, id=index_name(adapter))
     def outputs(body: kopf.Body, **_: Any) -> Claimant | None:
         return claimant(adapter.kind, body)
 
     @kopf.on.event(GROUP, VERSION, adapter.plural, id="reconcile")
-    async def on_event(type: str, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    async def on_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+        reconciler.seen(type, body)
+        reconciler.indexes = indexes(kwargs)
+        if reconciler.resyncing is None:
+            reconciler.resyncing = asyncio.create_task(reconciler.resync_forever())
         if type == "DELETED":
             metrics.forget(adapter.kind, f"{body.metadata.namespace}/{body.metadata.name}")
         elif not (type == "MODIFIED" and echo(body)):
-            await reconcile(body, patch, kwargs)
+            try:
+                await reconciler(body, reconciler.indexes)
+            except (kopf.PermanentError, kopf.TemporaryError) as e:
+                # The status says why; the resync tries again where that can help.
+                logging.getLogger(__name__).info("%s: %s", body.metadata.name, e)
 
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        adapter.plural,
-        id="resync",
-        interval=settings.resyncSeconds,
-        initial_delay=settings.resyncSeconds,
-        backoff=settings.resyncSeconds,
-    )
-    async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        await reconcile(body, patch, kwargs)
+    @kopf.on.cleanup()
+    async def stop_resync(**_: Any) -> None:
+        if reconciler.resyncing is not None:
+            reconciler.resyncing.cancel()
