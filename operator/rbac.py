@@ -30,15 +30,15 @@ def namespaced_rules() -> str:
     plurals = ", ".join(a.plural for a in ADAPTERS)
     status = ", ".join(f"{a.plural}/status" for a in ADAPTERS)
     out = [
-        "# Our kinds: kopf patches its annotations, the handlers read them, and",
-        "# ttlSecondsAfterFinished deletes a finished resource.",
+        "# Our kinds: the handlers read them, ttlSecondsAfterFinished deletes a finished",
+        "# resource, and kopf removes the finalizer an earlier Longreach added (patch).",
         f"- apiGroups: [{GROUP}]",
         f"  resources: [{plurals}]",
-        "  verbs: [get, list, watch, patch, update, delete]",
-        "# Phase, conditions, progress and results.",
+        "  verbs: [get, list, watch, patch, delete]",
+        "# Phase, conditions, progress and results (merge patches).",
         f"- apiGroups: [{GROUP}]",
         f"  resources: [{status}]",
-        "  verbs: [get, patch, update]",
+        "  verbs: [get, patch]",
     ]
     groups: dict[str, dict[str, list[str]]] = {}  # group -> plural -> the kinds that create it
     for a in ADAPTERS:

@@ -24,9 +24,9 @@ ENV = {
 
 # What the operator does, resource by resource (the brief of issue 6): all must be allowed.
 ALLOWED: list[tuple[str, list[str], str]] = [
-    *[(f"{kind}.longreach.io", ["get", "list", "watch", "patch", "update", "delete"], "")
+    *[(f"{kind}.longreach.io", ["get", "list", "watch", "patch", "delete"], "")
       for kind in ("datamixtures", "contextextensions", "needleevals")],
-    *[(f"{kind}.longreach.io", ["get", "patch", "update"], "status")
+    *[(f"{kind}.longreach.io", ["get", "patch"], "status")
       for kind in ("datamixtures", "contextextensions", "needleevals")],
     *[(res, ["get", "list", "watch", "create", "patch", "delete"], "")
       for res in ("configmaps", "services", "jobs.batch", "rayjobs.ray.io", "jobsets.jobset.x-k8s.io")],
