@@ -18,7 +18,8 @@ from longreach.contract.common import Model, OutputSpec, StorageSpec, Tokens
 from longreach.contract.contextextension import ContextExtensionSpec, ModelSource
 from longreach.contract.datamixture import (
     DataMixtureSpec,
-    SourceSpec, Strategy,
+    SourceSpec,
+    Strategy,
     StrategySpec,
     TokenizerSpec,
 )
@@ -50,7 +51,8 @@ def _field_errors(block: str, e: ValidationError) -> str:
     parts = []
     for err in e.errors():
         where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{block}.{where}: {err['msg']}" if where else f"{block}: {err['msg']}")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{block}.{where}: {msg}" if where else f"{block}: {msg}")
     return "; ".join(parts)
 
 
@@ -99,7 +101,9 @@ class CompareSpec(Model):
         names = [a if isinstance(a, str) else a.name for a in arms]
         for n in names:
             if not DNS_LABEL.match(n):
-                raise ValueError(f"arm name {n!r} is not a DNS label: lower-case letters, digits, '-'")
+                raise ValueError(
+                    f"arm name {n!r} is not a DNS label: lower-case letters, digits, '-'"
+                )
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"arm names must differ: {duplicates} repeat; name the blocks apart")

@@ -103,10 +103,17 @@ def expand(spec: CompareSpec) -> list[dict[str, Any]]:
             mix, ext = f"{stem}-mix", f"{stem}-ext"
             docs += [
                 _document(
-                    "DataMixture", mix, labels, spec.mixture_spec(strategies[arm], where.mixture, seed)
+                    "DataMixture",
+                    mix,
+                    labels,
+                    spec.mixture_spec(strategies[arm], where.mixture, seed),
                 ),
-                _document("ContextExtension", ext, labels, spec.training_spec(where.model, mix, seed)),
-                _document("NeedleEval", f"{stem}-needle", labels, spec.eval_spec(ext, where.needle)),
+                _document(
+                    "ContextExtension", ext, labels, spec.training_spec(where.model, mix, seed)
+                ),
+                _document(
+                    "NeedleEval", f"{stem}-needle", labels, spec.eval_spec(ext, where.needle)
+                ),
             ]
     return docs
 
@@ -122,7 +129,9 @@ def discover(root: str, store: StorageSpec | None = None) -> list[RunOutputs]:
     base = path.rstrip("/")
     found = []
     pattern = re.compile(rf"^{re.escape(base)}/([^/]+)(?:/seed-(-?\d+))?/needle/results\.json$")
-    hits = fs.glob(f"{base}/*/needle/results.json") + fs.glob(f"{base}/*/seed-*/needle/results.json")
+    hits = fs.glob(f"{base}/*/needle/results.json") + fs.glob(
+        f"{base}/*/seed-*/needle/results.json"
+    )
     for hit in sorted(hits):
         m = pattern.match(hit.rstrip("/"))
         if not m:

@@ -175,9 +175,7 @@ def figure(title: str, runs: list[Run]) -> bytes:
 
     arms = by_arm(runs)
     cmap = LinearSegmentedColormap.from_list("needle", PAPER_COLOURS)
-    fig, axes = plt.subplots(
-        1, len(arms) + 1, figsize=(4.2 * (len(arms) + 1), 4.2), squeeze=False
-    )
+    fig, axes = plt.subplots(1, len(arms) + 1, figsize=(4.2 * (len(arms) + 1), 4.2), squeeze=False)
     mesh = None
     for ax, (arm, rs) in zip(axes[0], arms.items(), strict=False):
         lengths = sorted({c["length"] for r in rs for c in r.cells})
@@ -191,7 +189,9 @@ def figure(title: str, runs: list[Run]) -> bytes:
                 counts[i, j] += 1
         grid = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         mesh = ax.pcolormesh(grid, cmap=cmap, vmin=0, vmax=100, edgecolors="grey", linewidth=0.5)
-        ax.set_xticks([i + 0.5 for i in range(len(lengths))], [str(n) for n in lengths], rotation=45)
+        ax.set_xticks(
+            [i + 0.5 for i in range(len(lengths))], [str(n) for n in lengths], rotation=45
+        )
         ax.set_yticks([i + 0.5 for i in range(len(depths))], [f"{d:g}" for d in depths])
         ax.invert_yaxis()
         ax.set_xlabel("Token Limit")
@@ -227,6 +227,8 @@ def build(config: ReportConfig) -> str:
     """Read every run, write report.md and report.png to config.output; return the table."""
     runs = [read_run(r, config.storage) for r in config.runs]
     text = table(config.title, runs)
-    storage.write_bytes(storage.join(config.output, "report.png"), figure(config.title, runs), config.storage)
+    storage.write_bytes(
+        storage.join(config.output, "report.png"), figure(config.title, runs), config.storage
+    )
     storage.write_bytes(storage.join(config.output, "report.md"), text.encode(), config.storage)
     return text
