@@ -58,10 +58,12 @@ COMPARISON: dict[str, Any] = {
 }  # fmt: skip
 
 
-def longreach(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def longreach(
+    *args: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-P", "-m", "longreach.operator.cli", *args],
-        env={**os.environ, "PYTHONSAFEPATH": "1"},
+        env={**os.environ, "PYTHONSAFEPATH": "1", **(env or {})},
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -113,15 +115,23 @@ def test_print_gives_labelled_resources_that_pass_the_spec_models(tmp_path: Path
         }[d["kind"]]  # fmt: skip
 
 
-@pytest.mark.timeout(1500)
-def test_compare_runs_both_arms_reports_resumes_and_reports_again(artifacts: Path) -> None:
+@pytest.fixture(scope="module")
+def compared(artifacts: Path) -> tuple[Path, Path, str]:
+    """The comparison run once: (the file, the comparison root, what the command printed)."""
     path = artifacts / "compare.yaml"
     path.write_text(yaml.safe_dump(COMPARISON))
     first = longreach("compare", str(path), "--artifacts", str(artifacts))
     assert first.returncode == 0, first.stdout[-4000:]
-    root = artifacts / "compare"
+    return path, artifacts / "compare", first.stdout
+
+
+@pytest.mark.timeout(1500)
+def test_compare_runs_both_arms_reports_resumes_and_reports_again(
+    artifacts: Path, compared: tuple[Path, Path, str]
+) -> None:
+    path, root, printed = compared
     report = (root / "report.md").read_text()
-    assert report in first.stdout
+    assert report in printed
     assert (root / "report.png").stat().st_size > 10_000
     table = rows(report)
     assert set(table) == {"original", "per-source"}
@@ -162,6 +172,40 @@ def test_compare_runs_both_arms_reports_resumes_and_reports_again(artifacts: Pat
     by_file = longreach("report", str(path), "--artifacts", str(artifacts), timeout=300)
     assert by_file.returncode == 0, by_file.stdout
     assert (root / "report.md").read_text() == written
+
+
+@pytest.mark.timeout(600)
+def test_report_from_the_cluster_follows_the_labels_and_references(
+    control_plane: Any, compared: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """The resources `--print` gives, applied to a real API server (its CRDs validate them),
+    with their outputs where the local run wrote them; the report waits for every one to
+    succeed, then reads the same outputs as the local one."""
+    _, root, _ = compared
+    absolute = {**COMPARISON, "output": {"uri": str(root)}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(absolute))
+    printed = longreach("compare", str(tmp_path / "c.yaml"), "--print", timeout=120)
+    assert printed.returncode == 0, printed.stdout
+    ns = "compare-report"
+    control_plane.kubectl("create", "namespace", ns)
+    control_plane.kubectl("apply", "-n", ns, "-f", "-", input=printed.stdout)
+    env = {"KUBECONFIG": str(control_plane.kubeconfig)}
+    selector = ("-n", ns, "-l", "longreach.io/comparison=tiny", "--out", str(tmp_path / "r"))
+
+    waiting = longreach("report", *selector, timeout=120, env=env)
+    assert waiting.returncode == 1 and "not finished yet" in waiting.stdout, waiting.stdout
+    assert "NeedleEval/tiny-original-needle: Pending" in waiting.stdout
+
+    for doc in yaml.safe_load_all(printed.stdout):
+        control_plane.kubectl(
+            "patch", doc["kind"].lower(), doc["metadata"]["name"], "-n", ns,
+            "--subresource=status", "--type=merge", "-p", '{"status": {"phase": "Succeeded"}}',
+        )  # fmt: skip
+    done = longreach("report", *selector, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout
+    assert rows((tmp_path / "r" / "report.md").read_text()) == rows(
+        (root / "report.md").read_text()
+    )
 
 
 def test_report_of_an_unfinished_arm_says_what_is_missing(tmp_path: Path) -> None:
