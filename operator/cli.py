@@ -154,11 +154,16 @@ def _demo(args: argparse.Namespace) -> int:
     if code != 0:
         print(f"error: preparing the demo's inputs failed (exit code {code})", file=sys.stderr)
         return code
-    args.file, args.artifacts, args.force = str(QUICKSTART), artifacts, False
+    args.artifacts, args.force = artifacts, False
+    if args.compare:
+        args.file, args.print = str(DEMO_COMPARISON), False
+        return _compare(args)
+    args.file = str(QUICKSTART)
     return _run(args)
 
 
 QUICKSTART = REPO_ROOT / "manifests" / "examples" / "quickstart.yaml"
+DEMO_COMPARISON = REPO_ROOT / "manifests" / "examples" / "comparisons" / "demo-strategies.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--artifacts", default="./longreach-artifacts", help="where everything is written"
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="instead of the quickstart: the original and per-source mixtures compared, 3 seeds "
+        "each (manifests/examples/comparisons/demo-strategies.yaml), and the report",
     )
     p.set_defaults(func=_demo)
 
