@@ -1,9 +1,10 @@
-"""The comparison report: `report.md` (one row per arm) and `report.png` (the arms' heatmaps on
+"""The comparison report: `report.md` (one row per arm; tables of domain shares and of
+validation loss by domain) and `report.png` (the arms' heatmaps on
 one colour scale, the loss-by-position curves on one axis), from finished outputs only.
 
 Each number comes from what a job committed: the mixture's manifest.json (tokens, domain
 shares, long-document share), the training's final/longreach.json (validation loss by
-position bucket, tokens seen) and metrics.jsonl (seconds spent in optimizer steps), the needle
+position bucket and by domain, tokens seen) and metrics.jsonl (seconds spent in optimizer steps), the needle
 grid's results.json (both scores, every cell, seconds). With several seeds an arm's cell is
 the mean ± the sample standard deviation over its seeds.
 """
@@ -34,6 +35,8 @@ class Run:
     cells: list[dict[str, Any]]
     validation: dict[str, float]
     """Validation loss by position bucket label ("8", "1K", ...), in position order."""
+    domainLoss: dict[str, float]
+    """Validation loss by domain of the predicted token."""
     trainTokens: int
     trainSeconds: float
     evalSeconds: float
@@ -74,6 +77,7 @@ def read_run(r: RunOutputs, store: StorageSpec) -> Run:
         paperScore=results["paperScore"],
         cells=results["cells"],
         validation=final.get("validationLoss") or {},
+        domainLoss=final.get("validationLossByDomain") or {},
         trainTokens=final["tokensSeen"],
         trainSeconds=_step_seconds(r.model, store),
         evalSeconds=results.get("seconds", 0.0),
@@ -149,6 +153,13 @@ def table(title: str, runs: list[Run]) -> str:
     lines.append("|" + "---|" * (len(domains) + 1))
     for arm, rs in arms.items():
         cells = [spread((r.domainShares.get(d, 0.0) for r in rs), 3) for d in domains]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    scored = sorted({d for r in runs for d in r.domainLoss})
+    lines += ["", "Validation loss by domain (of the predicted token):", ""]
+    lines.append("| arm | " + " | ".join(scored) + " |")
+    lines.append("|" + "---|" * (len(scored) + 1))
+    for arm, rs in arms.items():
+        cells = [spread((r.domainLoss.get(d) for r in rs), 3) for d in scored]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -86,17 +86,30 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> 
     return root
 
 
-def rows(report: str) -> dict[str, dict[str, str]]:
-    """The first table of report.md, as {arm: {column: cell}}."""
-    lines = [ln for ln in report.splitlines() if ln.startswith("|")]
-    head = [c.strip() for c in lines[0].strip("|").split("|")]
-    out = {}
-    for line in lines[2:]:
+def tables(report: str) -> list[dict[str, dict[str, str]]]:
+    """The tables of report.md, each as {arm: {column: cell}}."""
+    out: list[dict[str, dict[str, str]]] = []
+    head: list[str] = []
+    for line in report.splitlines():
+        if not line.startswith("|"):
+            head = []
+            continue
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) != len(head):
-            break  # the domain-share table begins
-        out[cells[0]] = dict(zip(head, cells, strict=True))
+        if not head:
+            head = cells
+            out.append({})
+        elif not line.startswith("|---"):
+            out[-1][cells[0]] = dict(zip(head, cells, strict=True))
     return out
+
+
+def rows(report: str) -> dict[str, dict[str, str]]:
+    """The first table of report.md (the arms)."""
+    return tables(report)[0]
+
+
+def manifest_domains(arm: Path) -> list[str]:
+    return list(json.loads((arm / "mixture" / "manifest.json").read_text())["domains"])
 
 
 def test_print_gives_labelled_resources_that_pass_the_spec_models(tmp_path: Path) -> None:
@@ -144,6 +157,11 @@ def test_compare_runs_both_arms_reports_resumes_and_reports_again(
         assert losses and {f"Loss@{k}" for k in losses} <= set(row)
         for k, v in losses.items():
             assert row[f"Loss@{k}"] == f"{v:.3f}"
+        by_domain = final["validationLossByDomain"]
+        assert by_domain and set(by_domain) <= set(manifest_domains(root / arm))
+        domain_table = tables(report)[2]
+        for d, v in by_domain.items():
+            assert domain_table[arm][d] == f"{v:.3f}"
         manifest = json.loads((root / arm / "mixture" / "manifest.json").read_text())
         assert row["long-doc share"] == (
             f"{manifest['longDocumentTokenFraction']['byEstimate']['after']:.3f}"
