@@ -226,6 +226,25 @@ def test_report_from_the_cluster_follows_the_labels_and_references(
     )
 
 
+@pytest.mark.timeout(300)
+def test_report_reads_a_comparison_root_on_s3(
+    compared: tuple[Path, Path, str], s3_bucket: str, s3_storage: Any, tmp_path: Path
+) -> None:
+    """The same outputs copied to S3 (outputs only: no report), read by `longreach report`."""
+    from longreach.contract import storage
+
+    _, root, _ = compared
+    fs, bucket = storage.filesystem(s3_bucket, s3_storage)
+    for arm in ("original", "per-source"):
+        fs.put(str(root / arm), f"{bucket}/runs/{arm}", recursive=True)
+    uri = f"{s3_bucket}/runs"
+    proc = longreach("report", uri, "--endpoint", s3_storage.endpoint, timeout=240)
+    assert proc.returncode == 0, proc.stdout
+    report = fs.cat(f"{bucket}/runs/report.md").decode()
+    assert rows(report) == rows((root / "report.md").read_text())
+    assert fs.exists(f"{bucket}/runs/report.png")
+
+
 def test_report_of_an_unfinished_arm_says_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "original" / "needle").mkdir(parents=True)
     (tmp_path / "original" / "needle" / "results.json").write_text("{}")
