@@ -107,14 +107,17 @@ def overall_loss(validation: dict[str, float]) -> float | None:
 
 
 def spread(values: Iterable[float | None], digits: int) -> str:
-    """One value, or mean ± sample standard deviation over seeds."""
-    vs = [v for v in values if v is not None]
+    """One value, or mean ± sample standard deviation over seeds; "(n=k)" where only k of the
+    seeds have a value (e.g. a domain absent from some seeds' validation chunks)."""
+    given = list(values)
+    vs = [v for v in given if v is not None]
     if not vs:
         return "–"
     mean = statistics.fmean(vs)
-    if len(vs) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(vs):.{digits}f}"
+    text = f"{mean:.{digits}f}"
+    if len(vs) > 1:
+        text += f" ± {statistics.stdev(vs):.{digits}f}"
+    return text + (f" (n={len(vs)})" if len(vs) < len(given) else "")
 
 
 def by_arm(runs: list[Run]) -> dict[str, list[Run]]:
