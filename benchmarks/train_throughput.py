@@ -10,7 +10,17 @@ each of `--lengths` (ascending, stopping at the first that does not fit), with a
 checkpointing and, with `--checkpointing both`, without: tokens/s, MFU and peak memory from
 the job's metrics.jsonl, next to the planner's estimate for the same spec.
 
+`--compare` (GPU, or `--cpu-tiny` for the code path on the tiny model): at each length the
+configuration of 26 November 2026 (`today`: SDPA, no Liger, full activation checkpointing)
+against the new defaults' best (`best`: attention auto, kernels auto, checkpointing auto as the
+operator resolves it with the planner), side by side with the speed-up; a `best` run that runs
+out of memory is retried with full checkpointing. `--offload-length N` adds the paper's setting
+(ZeRO-3, optimizer offloaded to CPU, full checkpointing) at N tokens with `--accumulation`
+sequences per optimizer step, where one sequence per step would time only the CPU optimizer.
+
     PYTHONSAFEPATH=1 python benchmarks/train_throughput.py [--gpu [--lengths 8192,32768]] [--steps N]
+    PYTHONSAFEPATH=1 python benchmarks/train_throughput.py --gpu --compare --steps 3 \
+        --lengths 32768,65536,131072 --offload-length 8192 --accumulation 32
 """
 
 from __future__ import annotations
@@ -52,10 +62,21 @@ def build_model(root: Path, gpu: bool) -> Path:
     return root / "model"
 
 
+# What `--compare` runs: the job as measured on 26 November 2026, and the new defaults.
+TODAY = {"training": {"attention": "sdpa", "kernels": "none"},
+         "deepspeed": {"activationCheckpointing": True}}  # fmt: skip
+BEST = {"training": {"attention": "auto", "kernels": "auto"},
+        "deepspeed": {"activationCheckpointing": "auto"}}  # fmt: skip
+PAPER = {"training": {}, "deepspeed": {"offloadOptimizer": True, "activationCheckpointing": True}}
+
+
 def job_run(
-    root: Path, model: Path, length: int, steps: int, *, gpu: bool, checkpointing: bool
-) -> dict[str, Any]:
-    """Run the job for `steps` one-sequence steps; median metrics after the first step."""
+    root: Path, model: Path, length: int, steps: int, *, gpu: bool, settings: dict[str, Any],
+    tag: str, accumulation: int = 1,
+) -> dict[str, Any]:  # fmt: skip
+    """Run the job for `steps` steps of `accumulation` sequences with `settings` (spec parts
+    over ZeRO-3 without offload); median metrics after the first step. activationCheckpointing
+    auto is resolved by the planner and written into the job's config, as the operator does."""
     from transformers import AutoConfig
 
     from longreach.contract.contextextension import ContextExtensionSpec
@@ -63,29 +84,32 @@ def job_run(
     from longreach.operator.contextextension.memory import plan
 
     vocab = AutoConfig.from_pretrained(str(model)).vocab_size
-    tag = f"{length}-{int(checkpointing)}"
-    mix = write_mixture(str(root / f"mix-{length}"), sequence_length=length, vocab_size=min(vocab, 512),
-                        train_rows=steps, validation_rows=1, rows_per_shard=steps)  # fmt: skip
+    rows = steps * accumulation
+    mix = write_mixture(str(root / f"mix-{length}-{rows}"), sequence_length=length, vocab_size=min(vocab, 512),
+                        train_rows=rows, validation_rows=1, rows_per_shard=rows)  # fmt: skip
     spec = {
         "model": {"uri": str(model)}, "data": {"uri": mix}, "sequenceLength": length,
         "rope": {"theta": 1e6},
-        "training": {"tokens": length * steps, "batchTokens": length, "validationSequences": 0},
-        "deepspeed": {"zeroStage": 3 if gpu else 2, "offloadOptimizer": False,
-                      "activationCheckpointing": checkpointing},
+        "training": {"tokens": length * rows, "batchTokens": length * accumulation,
+                     "validationSequences": 0, **settings["training"]},
+        "deepspeed": {"zeroStage": 3 if gpu else 2, "offloadOptimizer": False, **settings["deepspeed"]},
         "resources": {"nodes": 1, "gpusPerNode": 1 if gpu else 0, "gpuMemoryGiB": gpu_memory_gib() if gpu else 80},
         "checkpoint": {"everySteps": 10**6}, "output": {"uri": str(root / f"out-{tag}")},
     }  # fmt: skip
+    estimate = plan(
+        ContextExtensionSpec.model_validate(spec), json.loads((model / "config.json").read_text())
+    )
+    job = {"name": f"bench-{tag}", "spec": spec, "dataUri": mix}
+    if settings["deepspeed"].get("activationCheckpointing") == "auto":
+        job["checkpointing"] = estimate.checkpointing
     config = root / f"config-{tag}.json"
-    config.write_text(json.dumps({"name": f"bench-{tag}", "spec": spec, "dataUri": mix}))
+    config.write_text(json.dumps(job))
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     if not gpu:  # one thread each: steadier on a shared machine, and the same as the baseline
         env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run([sys.executable, "-P", "-m", "longreach.jobs.train", "--config", str(config)],
                           env=env, capture_output=True, text=True, cwd="/")  # fmt: skip
-    estimate = plan(
-        ContextExtensionSpec.model_validate(spec), json.loads((model / "config.json").read_text())
-    )
-    out: dict[str, Any] = {"length": length, "checkpointing": checkpointing,
+    out: dict[str, Any] = {"length": length, "checkpointing": estimate.checkpointing,
                            "planGiB": estimate.memoryGiB["total"]}  # fmt: skip
     if proc.returncode != 0:
         err = proc.stderr.strip().splitlines() or ["?"]
@@ -96,6 +120,7 @@ def job_run(
         json.loads(x) for x in (root / f"out-{tag}" / "metrics.jsonl").read_text().splitlines()
     ]
     later = lines[1:] or lines
+    out.update({k: lines[-1][k] for k in ("attention", "kernels", "checkpointing")})
     out["tokensPerSecond"] = statistics.median(m["tokensPerSecond"] for m in later)
     if gpu:
         out["mfu"] = statistics.median(m.get("mfu", float("nan")) for m in later)
@@ -113,7 +138,7 @@ def torch_baseline(model: Path, length: int, steps: int) -> float:
     torch.set_num_threads(1)
     # The job's loader: training mode, else transformers skips the checkpointing asked for.
     config = AutoConfig.from_pretrained(str(model))
-    m = load_model(str(model), config, gpu=False, attention="sdpa", checkpointing=True)
+    m = load_model(str(model), config, gpu=False, attention="sdpa", checkpointing="full")
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
     ids = torch.randint(4, 500, (1, length))
     times = []
@@ -143,11 +168,8 @@ def cpu_table(root: Path, steps: int, rounds: int) -> None:
         # interference only ever slows a run down.
         jobs, bases = [], []
         for _ in range(rounds):
-            jobs.append(
-                job_run(root, model, length, steps, gpu=False, checkpointing=True).get(
-                    "tokensPerSecond", float("nan")
-                )
-            )
+            r = job_run(root, model, length, steps, gpu=False, settings=TODAY, tag=f"{length}")
+            jobs.append(r.get("tokensPerSecond", float("nan")))
             bases.append(torch_baseline(model, length, steps))
         tps, base = max(jobs), max(bases)
         print(f"| {length} | {tps:,.0f} | {base:,.0f} | {tps / base:.2f} |", flush=True)
@@ -161,8 +183,10 @@ def gpu_table(root: Path, steps: int, lengths: list[int], checkpointing_modes: l
     print("| length | checkpointing | tokens/s | MFU | peak GiB | planner GiB | planner / peak |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for checkpointing in checkpointing_modes:
+        settings = {**TODAY, "deepspeed": {"activationCheckpointing": checkpointing}}
         for length in sorted(lengths):
-            r = job_run(root, model, length, steps, gpu=True, checkpointing=checkpointing)
+            r = job_run(root, model, length, steps, gpu=True, settings=settings,
+                         tag=f"{length}-{int(checkpointing)}")  # fmt: skip
             if "error" in r:
                 print(
                     f"| {length} | {checkpointing} | {r['error']} | | | {r['planGiB']:.1f} | |",
@@ -171,6 +195,50 @@ def gpu_table(root: Path, steps: int, lengths: list[int], checkpointing_modes: l
                 break
             print(f"| {length} | {checkpointing} | {r['tokensPerSecond']:,.0f} | {r['mfu']:.3f} | "
                   f"{r['peakGiB']:.1f} | {r['planGiB']:.1f} | {r['planGiB'] / r['peakGiB']:.2f} |", flush=True)  # fmt: skip
+
+
+def row(name: str, r: dict[str, Any], gpu: bool, base: dict[str, Any] | None = None) -> str:
+    """One line of the comparison table (MFU and peak only where the job measured them)."""
+    what = f"| {r['length']} | {name} | {r.get('attention', '')} | {r.get('kernels', '')} | {r['checkpointing']}"
+    if "error" in r:
+        return f"{what} | {r['error']} | | | | {r['planGiB']:.1f} | |"
+    speedup = ""
+    if base and "tokensPerSecond" in base:
+        speedup = f"{r['tokensPerSecond'] / base['tokensPerSecond']:.2f}x"
+    mfu = f"{r['mfu']:.3f}" if gpu else ""
+    peak = f"{r['peakGiB']:.1f}" if gpu else ""
+    ratio = f"{r['planGiB'] / r['peakGiB']:.2f}" if gpu else ""
+    return (f"{what} | {r['tokensPerSecond']:,.0f} | {speedup} | {mfu} | {peak} | "
+            f"{r['planGiB']:.1f} | {ratio} |")  # fmt: skip
+
+
+def compare_table(
+    root: Path, steps: int, lengths: list[int], gpu: bool, offload: int, accumulation: int
+) -> None:
+    """today vs best per length, then the paper's offload setting at `offload` tokens."""
+    import torch
+
+    model = build_model(root, gpu=gpu)
+    card = torch.cuda.get_device_name(0) if gpu else "cpu (tiny model: the code path only)"
+    print(f"card: {card}; torch {torch.__version__}; model {GPU_MODEL if gpu else 'tiny'}")
+    print("| length | config | attention | kernels | checkpointing | tokens/s | vs today | MFU "
+          "| peak GiB | planner GiB | planner / peak |")  # fmt: skip
+    print("|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for length in sorted(lengths):
+        today = job_run(root, model, length, steps, gpu=gpu, settings=TODAY, tag=f"{length}-today")
+        print(row("today", today, gpu), flush=True)
+        best = job_run(root, model, length, steps, gpu=gpu, settings=BEST, tag=f"{length}-best")
+        if "out of memory" in best.get("error", "") and best["checkpointing"] != "full":
+            print(row("best", best, gpu), flush=True)
+            full = {**BEST, "deepspeed": {"activationCheckpointing": True}}
+            best = job_run(
+                root, model, length, steps, gpu=gpu, settings=full, tag=f"{length}-best-full"
+            )
+        print(row("best", best, gpu, today), flush=True)
+    if offload:
+        paper = job_run(root, model, offload, steps, gpu=gpu, settings=PAPER,
+                        tag=f"{offload}-paper", accumulation=accumulation)  # fmt: skip
+        print(row(f"paper offload, {accumulation} seq/step", paper, gpu), flush=True)
 
 
 def main() -> None:
@@ -183,9 +251,22 @@ def main() -> None:
     )
     parser.add_argument("--checkpointing", choices=["on", "off", "both"], default="both",
                         help="GPU: activation checkpointing")  # fmt: skip
+    parser.add_argument("--compare", action="store_true", help="today's settings vs the best")
+    parser.add_argument("--cpu-tiny", action="store_true", help="--compare on CPU, tiny model")
+    parser.add_argument("--offload-length", type=int, default=0,
+                        help="--compare: also the paper's offload setting at this length")  # fmt: skip
+    parser.add_argument("--accumulation", type=int, default=32, help="sequences per offload step")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.gpu:
+        if args.compare:
+            import torch
+
+            if not args.cpu_tiny and not torch.cuda.is_available():
+                sys.exit("--compare needs a CUDA device, or --cpu-tiny for the code path")
+            lengths = [int(x) for x in args.lengths.split(",")]
+            compare_table(Path(tmp), args.steps, lengths, not args.cpu_tiny, args.offload_length,
+                          args.accumulation)  # fmt: skip
+        elif args.gpu:
             import torch
 
             if not torch.cuda.is_available():

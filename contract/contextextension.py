@@ -3,9 +3,10 @@ training job's config and its progress.json report."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 from longreach.contract.common import (
     Model,
@@ -22,6 +23,54 @@ from longreach.contract.kind import JobConfig, KindContract, column
 from longreach.contract.report import Report
 
 RopeType = Literal["default", "linear", "dynamic", "yarn", "llama3", "longrope"]
+
+Attention = Literal["auto", "flash_attention_2", "sdpa", "sdpa-flash", "sdpa-cudnn"]
+"""The attention kernel: `auto` (measured fastest for the card and length), FlashAttention-2
+(the flash-attn package), PyTorch SDPA letting PyTorch choose, or SDPA held to one backend."""
+
+Kernels = Literal["auto", "liger", "none"]
+"""Fused Triton kernels: Liger-Kernel where installed (`auto`), required (`liger`) or never."""
+
+CHECKPOINTING_PATTERN = r"^(auto|full|none|selective|every:[1-9][0-9]*)$"
+CHECKPOINTING_FIX = (
+    "deepspeed.activationCheckpointing is true, false, or one of full, none, selective, "
+    "every:K (K a whole number, e.g. every:2) and auto"
+)
+
+
+def _check_checkpointing(value: bool | str) -> bool | str:
+    if isinstance(value, str) and not re.match(CHECKPOINTING_PATTERN, value):
+        raise ValueError(f"{value!r}: {CHECKPOINTING_FIX}")
+    return value
+
+
+# true/false as before (full/none), or a named mode. The value is kept as written (the output's
+# config hash of existing runs stays); `checkpointing_mode` gives the normal form. A bool-or-string
+# field has no structural-schema type and the API server compiles no CEL rule on an untyped
+# field (measured: "failed to convert to declType"), so the CRD leaves it untyped: a bad value
+# is refused by the operator (Failed, InvalidSpec, the field named) and by `longreach run`.
+Checkpointing = Annotated[
+    bool | str,
+    AfterValidator(_check_checkpointing),
+    WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True}),
+]
+
+
+def checkpointing_mode(value: bool | str) -> str:
+    """full, none, selective, auto or every:K for a value of activationCheckpointing."""
+    if isinstance(value, bool):
+        return "full" if value else "none"
+    return "full" if value == "every:1" else value
+
+
+def checkpointed_layers(mode: str, layers: int) -> list[bool]:
+    """Which decoder layers `full` or `every:K` recomputes (every K-th, the first included)."""
+    if mode == "full":
+        return [True] * layers
+    if mode.startswith("every:"):
+        k = int(mode.split(":")[1])
+        return [i % k == 0 for i in range(layers)]
+    return [False] * layers
 
 
 class ModelSource(Model):
@@ -109,6 +158,12 @@ class TrainingSpec(Model):
     """Seed of data order and initialisation of anything new."""
     validationSequences: int = Field(default=16, ge=0)
     """Validation sequences for the final loss-by-position table; 0 skips it."""
+    attention: Attention = "auto"
+    """auto (the measured fastest for the card and length, SDPA on CPU), flash_attention_2 (needs flash-attn), sdpa, sdpa-flash or sdpa-cudnn."""
+    kernels: Kernels = "auto"
+    """Liger-Kernel's fused RMSNorm, RoPE, SwiGLU and linear cross-entropy: auto (where installed, on GPU, for Llama models), liger (required) or none."""
+    compile: bool = False
+    """torch.compile each decoder layer (off by default: not yet measured to pay)."""
 
 
 class DeepSpeedSpec(Model):
@@ -118,10 +173,14 @@ class DeepSpeedSpec(Model):
     """ZeRO stage 0-3 (the paper: 3)."""
     offloadOptimizer: bool = True
     """Keep optimizer state in CPU memory (the paper's setting)."""
-    activationCheckpointing: bool = True
-    """Recompute activations in the backward pass to save memory."""
+    activationCheckpointing: Checkpointing = True
+    """Recompute activations in the backward pass: true or full (every layer), false or none, selective (attention kept, MLP and norms recomputed), every:K (every K-th layer) or auto (the least recomputation that fits resources.gpuMemoryGiB)."""
     sequenceParallel: int = Field(default=1, ge=1)
     """DeepSpeed-Ulysses degree: GPUs that share one sequence."""
+
+    def checkpointing(self) -> str:
+        """activationCheckpointing in normal form (full, none, selective, auto or every:K)."""
+        return checkpointing_mode(self.activationCheckpointing)
 
 
 class TrainResources(Model):
@@ -270,16 +329,29 @@ class TrainJobConfig(JobConfig):
             "resources": {"cpu": True, "memory": True, "gpuMemoryGiB": True},
             "checkpoint": {"keep": True},
             "maxRestarts": True,
+            # Kernels change speed, not what is learned (up to rounding): a run may switch.
+            "training": {"attention": True, "kernels": True, "compile": True},
         },
         "pauseAfterCheckpointSeconds": True,
+        "checkpointing": True,
     }
 
     spec: ContextExtensionSpec
     """The ContextExtension's spec, defaults filled in."""
     dataUri: str
     """The DataMixture output to train on (data.uri, or the referenced mixture's output)."""
+    checkpointing: str | None = Field(default=None, pattern=CHECKPOINTING_PATTERN)
+    """The checkpointing mode the planner chose where the spec says auto (the operator fills it
+    in); unset, an auto spec checkpoints every layer."""
     pauseAfterCheckpointSeconds: float = Field(default=0, ge=0)
     """Testing aid: sleep this long after each committed checkpoint, so a test can kill the run there."""
+
+    def checkpointing_mode(self) -> str:
+        """The mode the job runs: the spec's, or for auto the planner's choice (else full)."""
+        mode = self.spec.deepspeed.checkpointing()
+        if mode == "auto":
+            return checkpointing_mode(self.checkpointing or "full")
+        return mode
 
 
 CONTRACT = KindContract(

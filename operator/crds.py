@@ -220,6 +220,8 @@ def _rows(node: dict[str, Any], path: str) -> list[str]:
     for name, child in (node.get("properties") or {}).items():
         field = f"{path}.{name}" if path else name
         kind = child.get("type", "int or string" if child.get("x-kubernetes-int-or-string") else "")
+        if not kind and child.get("x-kubernetes-preserve-unknown-fields"):
+            kind = "untyped in the CRD (the operator checks it)"
         if "enum" in child:
             kind = " \\| ".join(f"`{v}`" if v != "" else '`""`' for v in child["enum"])
         default = child.get("default")

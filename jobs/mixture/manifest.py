@@ -7,8 +7,6 @@ from typing import Any
 
 from longreach.contract.datamixture import (
     DataMixtureSpec,
-    LongDocumentShare,
-    LongDocumentShares,
     MixtureJobConfig,
 )
 from longreach.jobs.mixture.fill import Fill
@@ -83,18 +81,19 @@ def histograms(stats: dict[str, DomainStats]) -> dict[str, Any]:
 
 def long_document_shares(
     before: dict[str, DomainStats], after: dict[str, DomainStats], plan: Plan
-) -> LongDocumentShares:
-    """The headline statistic, by one function (selection.long_share) on both sides."""
-    return LongDocumentShares(
-        byEstimate=LongDocumentShare(
-            before=long_share(before, measure="estimate"),
-            after=long_share(after, measure="estimate"),
-        ),
-        byTokenizer=LongDocumentShare(
-            before=long_share(before, measure="tokenizer", ratios=plan.calibration),
-            after=long_share(after, measure="tokenizer"),
-        ),
-    )
+) -> dict[str, dict[str, float]]:
+    """The headline statistic, by one function (selection.long_share) on both sides; exact
+    (the status's LongDocumentShares rounds)."""
+    return {
+        "byEstimate": {
+            "before": long_share(before, measure="estimate"),
+            "after": long_share(after, measure="estimate"),
+        },
+        "byTokenizer": {
+            "before": long_share(before, measure="tokenizer", ratios=plan.calibration),
+            "after": long_share(after, measure="tokenizer"),
+        },
+    }
 
 
 def build_manifest(
@@ -137,7 +136,7 @@ def build_manifest(
         },
         "longDocumentTokens": spec.strategy.shortDocumentTokens,
         "longDocumentTokenFraction": {
-            **long_document_shares(before, after, plan).wire(),
+            **long_document_shares(before, after, plan),
             "definition": LONG_DEFINITION,
         },
         "histograms": {

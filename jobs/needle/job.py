@@ -165,6 +165,10 @@ def _evaluate(
     )
     builder = _builder(spec, tokenizer, haystack.text, lengths, limit)
     builder.plan(lengths, depths)
+    warnings = _warnings(spec, builder, lengths, depths, limit, len(haystack.files))
+    for warning in warnings:
+        print(f"needle: warning: {warning}", flush=True)
+    writer.running("planned the grid", warnings=warnings)
 
     print_ = fingerprint(config)
     cells_uri = storage.join(out, "cells.jsonl")
@@ -206,6 +210,7 @@ def _evaluate(
             )
     rows = [done[cell_key(n, d)] for n in lengths for d in depths]
     summary = _summary(config, rows, haystack, builder, limit, backend, time.time() - started)
+    summary["warnings"] = warnings
     _commit(config, rows, summary, writer, lease)
     return {"generated": len(todo), "skipped": skipped, "summary": summary}
 
@@ -227,6 +232,37 @@ def _builder(
     if spec.harness == "paper":
         return PaperContextBuilder(tokenizer, **common)
     return ContextBuilder(tokenizer, task=spec.task, needles=spec.needles, seed=spec.seed, **common)
+
+
+def _warnings(
+    spec: NeedleEvalSpec,
+    builder: ContextBuilder | PaperContextBuilder,
+    lengths: list[int],
+    depths: list[float],
+    limit: int | None,
+    files: int,
+) -> list[str]:
+    """What makes some cells measure something else than retrieval from fresh text in the
+    model's trained range, said before the grid starts."""
+    out = []
+    if builder.repeats > 1:
+        out.append(
+            f"haystack.uri ({files} file(s)) is shorter than the longest length {lengths[-1]}: "
+            f"its text is repeated {builder.repeats} times, so long cells see text they have "
+            "already seen; give a longer haystack for an evaluation without repetition"
+        )
+    if limit is not None:
+        beyond = [
+            n
+            for n in lengths
+            if len(builder.cell(n, depths[0]).input_ids) + spec.maxNewTokens > limit
+        ]
+        if beyond:
+            out.append(
+                f"lengths {beyond} (prompt and answer) exceed the model's "
+                f"max_position_embeddings ({limit}): those cells measure extrapolation"
+            )
+    return out
 
 
 def _write_cells(uri: str, st: StorageSpec, done: dict[str, dict[str, Any]]) -> None:
@@ -275,7 +311,24 @@ def _summary(
             "repeated": builder.repeats > 1,
         },
         "seconds": round(seconds, 2),
+        "definitions": DEFINITIONS,
     }
+
+
+DEFINITIONS = {
+    "length": "the grid's context length, in the model's tokens: haystack and needle together "
+    "take `length` minus answerBufferTokens (the answer buffer, as in the paper's harness), "
+    "leaving room for the prompt's instructions and the answer",
+    "contextTokens": "the tokens actually fed to the model for the cell: haystack, needle, "
+    "the prompt template's instructions and special tokens",
+    "score": "the clean score, 0-100: the share of the answer's distinct words found in the "
+    "response; 100 is reachable",
+    "paperScore": "the paper's scorer, 0-100 per cell: the response's distinct lowercase "
+    "words shared with the answer, over the answer's word count with repeats; an answer "
+    "with a repeated word cannot reach 100: its maximum is paperScoreMax (91.7 for the "
+    "paper's needle), so the paper's 88.0 is 96% of the maximum",
+}
+"""What results.json's fields mean (the file says it too)."""
 
 
 def _model_title(config: NeedleJobConfig) -> str:

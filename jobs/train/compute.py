@@ -67,6 +67,19 @@ def token_losses(model: Any, part: Slice) -> torch.Tensor:
     return torch.cat(pieces, dim=1)
 
 
+def summed_loss(model: Any, part: Slice, *, fused: bool) -> torch.Tensor:
+    """The slice's summed token cross-entropy (float32): through Liger's fused linear cross-
+    entropy where the model has it (jobs/train/kernels.py), else `token_losses`."""
+    if fused:
+        return model(
+            input_ids=part.ids,
+            position_ids=part.positions,
+            use_cache=False,
+            fused_labels=part.labels,
+        )
+    return token_losses(model, part).sum()
+
+
 def _chunk_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     import torch.nn.functional as F
 

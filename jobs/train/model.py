@@ -68,23 +68,12 @@ def apply_rope(config: Any, spec: ContextExtensionSpec) -> dict[str, Any]:
     return {"ropeParameters": params, "maxPositionEmbeddings": config.max_position_embeddings}
 
 
-def attention_implementation(gpu: bool) -> str:
-    """FlashAttention-2 where installed and on GPU, else PyTorch SDPA."""
-    if gpu:
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
-
-
 def load_model(
-    model_path: str, config: Any, *, gpu: bool, attention: str, checkpointing: bool
+    model_path: str, config: Any, *, gpu: bool, attention: str, checkpointing: str
 ) -> torch.nn.Module:
-    """The model with the changed config, in training mode. Call inside an `HfDeepSpeedConfig`
-    scope for ZeRO-3 so weights load already partitioned.
+    """The model with the changed config, in training mode, checkpointing as `checkpointing`
+    (full, none, selective or every:K; see `enable_checkpointing`). Call inside an
+    `HfDeepSpeedConfig` scope for ZeRO-3 so weights load already partitioned.
 
     `from_pretrained` returns the model in eval mode, where transformers skips activation
     checkpointing without a word: training mode is what makes `checkpointing` take effect."""
@@ -95,15 +84,75 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(
         model_path, config=config, dtype=dtype, attn_implementation=attention
     )
-    if checkpointing:
-        # Recompute each decoder layer in the backward pass. Non-reentrant checkpointing works
-        # with ZeRO-3's parameter hooks; transformers 5.x renamed the method (the old name warns).
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    enable_checkpointing(model, checkpointing)
     return model.train()
+
+
+def enable_checkpointing(model: Any, mode: str) -> None:
+    """Recompute in the backward pass what `mode` says, non-reentrant (which works with
+    ZeRO-3's parameter hooks):
+
+    - full / every:K: whole decoder layers (every K-th, the first included) through transformers;
+    - selective: in every layer only the RMSNorms and the MLP, the cheap part at long lengths
+      (no attention), which keep most of a layer's saved activations (the MLP's four
+      intermediate-sized tensors, the norms' float32 copies); attention keeps its own."""
+    from longreach.contract.contextextension import checkpointed_layers
+
+    if mode == "none":
+        return
+    if mode == "selective":
+        for layer in decoder_layers(model):
+            for name in ("input_layernorm", "post_attention_layernorm", "mlp"):
+                _recompute(getattr(layer, name))
+        return
+    # transformers 5.x renamed the method (the old name warns).
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if mode.startswith("every:"):
+        layers = decoder_layers(model)
+        for layer, on in zip(layers, checkpointed_layers(mode, len(layers)), strict=True):
+            layer.gradient_checkpointing = on
+
+
+def decoder_layers(model: Any) -> list[Any]:
+    """The decoder layers of a Llama-shaped transformers model (model.model.layers)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None or not all(
+        hasattr(x, n)
+        for x in layers
+        for n in ("input_layernorm", "post_attention_layernorm", "mlp")
+    ):
+        raise InputError(
+            f"deepspeed.activationCheckpointing: selective and every:K need a Llama-shaped model "
+            f"(model.layers[i] with input_layernorm, post_attention_layernorm and mlp); "
+            f"{type(model).__name__} is not; use full or none"
+        )
+    return list(layers)
+
+
+class _Recomputed:
+    """Mixed into a module's class by `_recompute`: its call (hooks included, so ZeRO-3 gathers
+    the weights again) runs under non-reentrant checkpointing while training with gradients."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import torch
+        from torch.utils.checkpoint import checkpoint
+
+        call = super().__call__  # type: ignore[misc]
+        if self.training and torch.is_grad_enabled():  # type: ignore[attr-defined]
+            return checkpoint(call, *args, use_reentrant=False, **kwargs)
+        return call(*args, **kwargs)
+
+
+def _recompute(module: Any) -> None:
+    """Give `module` a subclass with `_Recomputed` (same name): parameters and state-dict keys
+    stay."""
+    cls = type(module)
+    if not issubclass(cls, _Recomputed):
+        module.__class__ = type(cls.__name__, (_Recomputed, cls), {})
 
 
 def model_tokenizer(model_path: str, spec: ContextExtensionSpec, manifest: dict[str, Any]) -> Any:

@@ -11,19 +11,20 @@ from typing import Any
 from longreach.contract import storage
 from longreach.contract.contextextension import CheckpointRef, TrainProgress, TrainResult
 from longreach.contract.ownership import Lease
-from longreach.jobs.train import checkpoint
+from longreach.jobs.train import attention as attention_choice
+from longreach.jobs.train import checkpoint, kernels
 from longreach.jobs.train.compute import (
     flops_per_token,
     make_slice,
     peak_flops,
     predicted_tokens,
-    token_losses,
+    summed_loss,
 )
 from longreach.jobs.train.data import micro_batches
 from longreach.jobs.train.derive import deepspeed_config, lr_at, sequence_parallel_grad_scale
 from longreach.jobs.train.dist import Rendezvous, all_sum, barrier, broadcast
 from longreach.jobs.train.evaluate import loss_by_position
-from longreach.jobs.train.model import attention_implementation, load_model, upload_folder
+from longreach.jobs.train.model import decoder_layers, load_model, upload_folder
 from longreach.jobs.train.prepare import Prepared
 from longreach.jobs.train.report import Reporter
 
@@ -49,6 +50,13 @@ class Run:
     dpRank: int
     flopsPerToken: float
     gradScale: float
+    ran: dict[str, Any]
+    """What runs, for the metrics and final/longreach.json: the attention backend, the kernels
+    (liger or none) and the activation checkpointing mode."""
+
+    @property
+    def fusedLoss(self) -> bool:
+        return self.ran["kernels"] == "liger"
 
 
 def setup(prepared: Prepared, rdzv: Rendezvous, reporter: Reporter, gpu: bool) -> Run:
@@ -59,6 +67,22 @@ def setup(prepared: Prepared, rdzv: Rendezvous, reporter: Reporter, gpu: bool) -
 
     spec, batch = prepared.config.spec, prepared.batch
     device = torch.device("cuda", rdzv.localRank) if gpu else torch.device("cpu")
+    # Settings that cannot run here fail now, naming the field, before DeepSpeed starts. Under
+    # Ulysses each rank's attention still spans the whole sequence (for its share of the heads).
+    card = torch.cuda.get_device_name(device) if gpu else "cpu"
+    attention = attention_choice.choose(
+        spec.training.attention, gpu=gpu, card=card, length=batch.sequenceLength
+    )
+    model_type = str(getattr(prepared.hfConfig.get_text_config(), "model_type", ""))
+    fused = kernels.choose(spec.training.kernels, gpu=gpu, model_type=model_type)
+    mode = prepared.config.checkpointing_mode()
+    chosen = {"attention": attention.backend, "kernels": fused.name, "checkpointing": mode}
+    if rdzv.isMain:
+        print(
+            f"longreach: attention {attention.backend} ({attention.reason}), kernels "
+            f"{fused.name} ({fused.reason}), activation checkpointing {mode}",
+            flush=True,
+        )
     if gpu:  # before the process group, so NCCL binds each rank to its own GPU
         torch.cuda.set_device(device)
     deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
@@ -71,18 +95,23 @@ def setup(prepared: Prepared, rdzv: Rendezvous, reporter: Reporter, gpu: bool) -
 
         # While this object lives, from_pretrained loads the weights already partitioned.
         hf_ds = HfDeepSpeedConfig(ds_config)
-    attention = attention_implementation(gpu)
+    kernels.apply(fused, model_type)
     model = load_model(
-        prepared.modelPath, prepared.hfConfig, gpu=gpu, attention=attention,
-        checkpointing=spec.deepspeed.activationCheckpointing,
+        prepared.modelPath, prepared.hfConfig, gpu=gpu, attention=attention.implementation,
+        checkpointing=mode,
     )  # fmt: skip
+    if fused.liger:
+        kernels.fused_loss_model(model)
+    if spec.training.compile:
+        for layer in decoder_layers(model):
+            layer.compile()
     mpu = None
     if batch.sequenceParallel > 1:
         from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF
 
         mpu = UlyssesSPAttentionHF.register_with_transformers(
             model_name_or_path=model,
-            core_attn_implementation=attention,
+            core_attn_implementation=attention.implementation,
             sequence_parallel_size=batch.sequenceParallel,
             micro_batch_size=batch.microBatch,
             seq_length=batch.sequenceLength,
@@ -108,8 +137,9 @@ def setup(prepared: Prepared, rdzv: Rendezvous, reporter: Reporter, gpu: bool) -
     sp = batch.sequenceParallel
     scale = sequence_parallel_grad_scale(spec.deepspeed.zeroStage, sp)
     return Run(
-        prepared, rdzv, reporter, engine, gpu, device, rdzv.rank % sp, rdzv.rank // sp, fpt, scale
-    )
+        prepared, rdzv, reporter, engine, gpu, device, rdzv.rank % sp, rdzv.rank // sp, fpt, scale,
+        chosen,
+    )  # fmt: skip
 
 
 def resume(run: Run) -> State:
@@ -177,10 +207,13 @@ def train_step(run: Run, state: State) -> float:
     for positions in micro_batches(state.dataPosition, batch, run.dpRank):
         samples = [run.prepared.train.sample(p) for p in positions]
         part = make_slice(samples, batch.sequenceParallel, run.spRank, run.device)
-        loss = token_losses(run.engine, part).sum() / predicted_tokens(
-            len(samples), batch.sequenceLength
-        )
-        run.engine.backward(loss * run.gradScale)
+        # An SDPA backend held for the forward pass must hold for the backward too, where
+        # activation checkpointing runs the attention again.
+        with attention_choice.sdpa_scope(run.ran["attention"]):
+            loss = summed_loss(run.engine, part, fused=run.fusedLoss) / predicted_tokens(
+                len(samples), batch.sequenceLength
+            )
+            run.engine.backward(loss * run.gradScale)
         run.engine.step()
         local += float(loss.detach())
     (total,) = all_sum([local])
@@ -217,6 +250,7 @@ def step_metrics(run: Run, state: State, loss: float, lr: float, tps: float) -> 
         "loss": loss,
         "lr": lr,
         "tokensPerSecond": tps,
+        **run.ran,
     }
     norm = run.engine.get_global_grad_norm()
     if norm is not None:
@@ -282,6 +316,7 @@ def write_final(
             "loss": loss,
             "validationLoss": by_position,
             "validationLossByDomain": by_domain,
+            **run.ran,
             **p.rope,
         }
         lease.check()  # never commit over an output another writer has taken over

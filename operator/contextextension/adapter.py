@@ -58,7 +58,14 @@ class ContextExtensionAdapter(
             assert isinstance(mixture.status, DataMixtureStatus)
             result = mixture.status.result
             data_uri = result.uri if result else mixture.spec.output.uri
-        return TrainJobConfig(name=name, namespace=namespace, uid=uid, spec=spec, dataUri=data_uri)
+        return TrainJobConfig(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            spec=spec,
+            dataUri=data_uri,
+            checkpointing=planned_checkpointing(spec),
+        )
 
     def build(
         self,
@@ -106,6 +113,15 @@ class ContextExtensionAdapter(
             *([f"validation loss by domain: {by_domain}"] if by_domain else []),
             f"model: {storage.join(out, 'final')}  metrics: {storage.join(out, 'metrics.jsonl')}",
         ]
+
+
+def planned_checkpointing(spec: ContextExtensionSpec) -> str | None:
+    """For activationCheckpointing auto, the planner's choice for the model's real shape; None
+    otherwise, or when config.json cannot be read (the job then checkpoints every layer)."""
+    if spec.deepspeed.checkpointing() != "auto":
+        return None
+    config = read_model_config(spec)
+    return None if config is None else plan(spec, config).checkpointing
 
 
 def read_model_config(spec: ContextExtensionSpec) -> dict[str, Any] | None:

@@ -8,10 +8,19 @@ The model, per GPU, for bf16 training with AdamW (fp32 master weights and two mo
   about two layers); optimizer offload moves the 12 B to CPU memory.
 - activations at the per-GPU sequence length s = sequenceLength / sequenceParallel, with
   FlashAttention/SDPA (no s² term). A Llama layer keeps about 9h + 3h_kv + 4i bf16 values per
-  token for its backward pass. With activation checkpointing only each layer's input (h values
-  per token) is kept, plus one layer recomputed during the backward pass and its gradients.
-- logits: s × vocabulary × 4 B (bf16 logits and their gradient), plus one 4096-position chunk
-  × vocabulary × 12 B for the float32 loss the job computes chunk by chunk.
+  token for its backward pass: 5h + 3h_kv on the attention side (normed input, q, k, v, output,
+  the residual), 4h + 4i in the norms and the MLP (gate, up, the activation, their product;
+  2i with Liger's SwiGLU, which recomputes the activation). By `deepspeed.activationCheckpointing`:
+  none keeps all of it; full keeps each layer's input (h) plus one layer recomputed during the
+  backward pass and its gradients; every:K keeps all of it in the other layers; selective keeps
+  the attention side plus the three inputs of the recomputed norms and MLP (3h), plus one MLP
+  recomputed. auto takes the mode with the least recomputation (forward FLOPs, see
+  `recompute_flops`) that fits resources.gpuMemoryGiB.
+- the loss: s × vocabulary × 4 B (bf16 logits and their gradient), plus one 4096-position chunk
+  × vocabulary × 12 B for the float32 loss the job computes chunk by chunk. Liger-Kernel's fused
+  linear cross-entropy (training.kernels: liger) never holds the logits: one float32 chunk of
+  s / ceil(vocabulary / h) positions and the hidden states' gradient, about 8 s h bytes.
+  kernels: auto counts the unfused loss: whether the image has liger-kernel is known only there.
 - a fixed 2 GiB for the CUDA context, communication buffers and allocator slack.
 """
 
@@ -20,7 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from longreach.contract.contextextension import ContextExtensionSpec
+from longreach.contract.contextextension import (
+    ContextExtensionSpec,
+    checkpointed_layers,
+)
 
 GiB = 2**30
 OVERHEAD_GIB = 2.0
@@ -94,6 +106,10 @@ class Plan:
     sequenceParallel: int
     sequenceLength: int
     parameters: int
+    checkpointing: str
+    """The activation checkpointing counted: the spec's, or for auto the planner's choice."""
+    fusedLoss: bool
+    """Whether the loss is Liger's fused linear cross-entropy (training.kernels: liger)."""
     memoryGiB: dict[str, float]
     """Per GPU: parameters, gradients, optimizer, activations, logits, overhead, total."""
     gpuMemoryGiB: float
@@ -124,9 +140,60 @@ class Plan:
         )
 
 
-def memory(spec: ContextExtensionSpec, shape: Shape, sp: int) -> dict[str, float]:
-    """GiB per GPU at sequence-parallel degree `sp` (everything else from the spec)."""
+def fused_loss(spec: ContextExtensionSpec) -> bool:
+    """Whether the job is sure to run Liger's fused loss (auto depends on the image)."""
+    return spec.training.kernels == "liger" and spec.resources.gpusPerNode > 0
+
+
+def layer_values(shape: Shape, fused: bool) -> tuple[int, int]:
+    """bf16 values per token a layer keeps for its backward pass: (attention side, norms+MLP)."""
+    attention = 5 * shape.hidden + 3 * shape.kvHeads * shape.headDim
+    mlp = 4 * shape.hidden + (2 if fused else 4) * shape.intermediate
+    return attention, mlp
+
+
+def activation_bytes(shape: Shape, s: int, mode: str, fused: bool) -> float:
+    """Bytes of saved activations at `s` tokens per GPU under checkpointing `mode`."""
+    attention, mlp = layer_values(shape, fused)
+    whole = 2 * s * (attention + mlp)
+    if mode == "none":
+        return shape.layers * whole
+    if mode == "selective":
+        working = 2 * s * (mlp + shape.hidden)  # one MLP and norm recomputed, and their gradient
+        return shape.layers * 2 * s * (attention + 3 * shape.hidden) + working
+    recomputed = sum(checkpointed_layers(mode, shape.layers))
+    kept = recomputed * s * shape.hidden * 2 + (shape.layers - recomputed) * whole
+    working = whole + 4 * s * shape.hidden * 2  # one layer recomputed + its gradients
+    return kept + working
+
+
+def recompute_flops(shape: Shape, length: int, mode: str) -> float:
+    """Forward FLOPs per token that `mode` computes a second time in the backward pass: whole
+    layers (matrix products and causal attention over half the keys on average) for full and
+    every:K, the MLP alone for selective. At 128K attention is most of a layer's work, which
+    is why selective is the cheap one there."""
+    attention = 2 * length * shape.heads * shape.headDim
+    layer = 2 * shape.layerParameters + attention
+    if mode == "none":
+        return 0.0
+    if mode == "selective":
+        return float(shape.layers * 2 * 3 * shape.hidden * shape.intermediate)
+    return float(sum(checkpointed_layers(mode, shape.layers)) * layer)
+
+
+AUTO_CANDIDATES = ("none", "selective", "every:4", "every:3", "every:2", "full")
+
+
+def memory(
+    spec: ContextExtensionSpec, shape: Shape, sp: int, mode: str | None = None
+) -> dict[str, float]:
+    """GiB per GPU at sequence-parallel degree `sp` under checkpointing `mode` (default: the
+    spec's, auto resolved by `choose_checkpointing`); everything else from the spec."""
     ds = spec.deepspeed
+    if mode is None:
+        mode = ds.checkpointing()
+        if mode == "auto":
+            mode = choose_checkpointing(spec, shape, sp)
     world = max(spec.world_size(), 1)
     p = shape.parameters
     s = spec.sequenceLength // sp * spec.training.microBatchSize
@@ -137,16 +204,12 @@ def memory(spec: ContextExtensionSpec, shape: Shape, sp: int) -> dict[str, float
         params += 2 * 2 * max(shape.layerParameters, shape.vocab * shape.hidden)
     grads = 2 * p / world if stage >= 2 else 2 * p
     optimizer = 0.0 if offload else (12 * p / world if stage >= 1 else 12 * p)
-    per_token_layer = 2 * (
-        9 * shape.hidden + 3 * shape.kvHeads * shape.headDim + 4 * shape.intermediate
-    )
-    if ds.activationCheckpointing:
-        kept = shape.layers * s * shape.hidden * 2
-        working = s * per_token_layer + 4 * s * shape.hidden * 2  # one layer recomputed + its grads
-        activations = kept + working
+    fused = fused_loss(spec)
+    activations = activation_bytes(shape, s, mode, fused)
+    if fused:
+        logits = 8 * s * shape.hidden
     else:
-        activations = shape.layers * s * per_token_layer
-    logits = s * shape.vocab * 4 + min(s, LOSS_CHUNK) * shape.vocab * 12
+        logits = s * shape.vocab * 4 + min(s, LOSS_CHUNK) * shape.vocab * 12
     out = {
         "parameters": params / GiB,
         "gradients": grads / GiB,
@@ -157,6 +220,23 @@ def memory(spec: ContextExtensionSpec, shape: Shape, sp: int) -> dict[str, float
     }
     out["total"] = sum(out.values())
     return out
+
+
+def choose_checkpointing(spec: ContextExtensionSpec, shape: Shape, sp: int) -> str:
+    """For `auto`: of none, selective, every:K and full, the one with the least recomputation
+    whose estimate fits resources.gpuMemoryGiB; full when none does (or on CPU, where nothing
+    is checked and full is the safe default)."""
+    if spec.resources.gpusPerNode == 0:
+        return "full"
+    limit = spec.resources.gpuMemoryGiB
+    ranked = sorted(
+        AUTO_CANDIDATES,
+        key=lambda m: (recompute_flops(shape, spec.sequenceLength, m), AUTO_CANDIDATES.index(m)),
+    )
+    for mode in ranked:
+        if memory(spec, shape, sp, mode)["total"] <= limit:
+            return mode
+    return "full"
 
 
 def _degrees(spec: ContextExtensionSpec, shape: Shape) -> list[int]:
@@ -177,7 +257,11 @@ def plan(spec: ContextExtensionSpec, model_config: dict[str, Any] | None = None)
     shape, assumed = shape_of(model_config)
     sp = spec.deepspeed.sequenceParallel
     on_cpu = spec.resources.gpusPerNode == 0
-    mem = memory(spec, shape, sp)
+    mode = spec.deepspeed.checkpointing()
+    auto = mode == "auto"
+    if auto:
+        mode = choose_checkpointing(spec, shape, sp)
+    mem = memory(spec, shape, sp, mode)
     limit = spec.resources.gpuMemoryGiB
     fits = on_cpu or mem["total"] <= limit
     smallest = next(
@@ -194,11 +278,25 @@ def plan(spec: ContextExtensionSpec, model_config: dict[str, Any] | None = None)
         notes.append("gpusPerNode is 0: a CPU run, no GPU memory check")
     if spec.deepspeed.offloadOptimizer and spec.deepspeed.zeroStage == 0:
         notes.append("offloadOptimizer needs ZeRO stage 1 or more; ignored at stage 0")
+    if auto:
+        notes.append(
+            f"activationCheckpointing auto: {mode}, the least recomputation that fits"
+            + ("" if fits or on_cpu else " (none fits: full)")
+        )
+    if spec.training.kernels == "auto" and not on_cpu:
+        s = spec.sequenceLength // sp * spec.training.microBatchSize
+        saved = mem["logits"] - 8 * s * shape.hidden / GiB
+        notes.append(
+            "kernels auto: the unfused loss is counted; where the image has liger-kernel the "
+            f"fused loss needs about {saved:.1f} GiB less (kernels: liger counts it)"
+        )
     return Plan(
         world=spec.world_size(),
         sequenceParallel=sp,
         sequenceLength=spec.sequenceLength,
         parameters=shape.parameters,
+        checkpointing=mode,
+        fusedLoss=fused_loss(spec),
         memoryGiB=mem,
         gpuMemoryGiB=limit,
         fits=fits,
@@ -217,8 +315,14 @@ def render(p: Plan) -> str:
         f"{p.sequenceParallel}, {p.sequenceLength // p.sequenceParallel} tokens per GPU",
         "memory per GPU (GiB, estimate):",
     ]
+    labels = {
+        "activations": f"checkpointing {p.checkpointing}",
+        "logits": "fusedLoss: Liger linear cross-entropy"
+        if p.fusedLoss
+        else "logits and the chunked float32 loss",
+    }
     for key in ("parameters", "gradients", "optimizer", "activations", "logits", "overhead"):
-        lines.append(f"  {key:<12} {p.memoryGiB[key]:8.1f}")
+        lines.append(f"  {key:<12} {p.memoryGiB[key]:8.1f}   {labels.get(key, '')}".rstrip())
     lines.append(f"  {'total':<12} {p.memoryGiB['total']:8.1f}   of {p.gpuMemoryGiB:g} per GPU")
     if p.cpuOptimizerGiBPerNode:
         lines.append(

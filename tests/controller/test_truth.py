@@ -69,7 +69,11 @@ def test_a_colliding_output_is_refused_naming_the_other_resource(
     apply(cp, namespace, needle("second", f"file://{tmp_path}/eval/"))  # the same place
     apply(cp, namespace, mixture("inside", tmp_path / "eval" / "sub"))  # nested in it
     for kind, name in (("needle", "second"), ("dmix", "inside")):
-        wait_for(f"{name} Failed", lambda k=kind, n=name: phase(cp, k, n, namespace) == "Failed")
+        wait_for(
+            f"{name} Failed",
+            lambda k=kind, n=name: phase(cp, k, n, namespace) == "Failed",
+            op=operator,
+        )
         status = get(cp, kind, name, namespace)["status"]
         conds = {c["type"]: c for c in status["conditions"]}
         assert conds["Failed"]["reason"] == "OutputConflict"

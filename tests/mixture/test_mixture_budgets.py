@@ -137,9 +137,9 @@ def test_per_source_keeps_every_share_where_domains_fall_short_at_the_keep_proba
     report = read_report(str(tmp_path / "out"), MixtureReport)
     assert report is not None and report.result is not None and report.warnings == []
     assert {d: k.effective for d, k in report.result.keepProbability.items()} == {
-        d: row["keepProbability"]["effective"] for d, row in m["domains"].items()
-    }
-    assert report.result.targetShares == pytest.approx(SLIMPAJAMA_SHARES)
+        d: round(row["keepProbability"]["effective"], 3) for d, row in m["domains"].items()
+    }  # the status rounds; the manifest keeps the exact value
+    assert report.result.targetShares == pytest.approx(SLIMPAJAMA_SHARES, abs=5e-5)  # rounded
 
 
 def test_a_short_corpus_keeps_every_share_with_a_smaller_total_and_says_so(
@@ -193,7 +193,8 @@ def test_the_long_document_share_is_measured_one_way_and_doubles(
         assert share[measure]["after"] > 2 * share[measure]["before"], measure  # the paper's shift
     report = read_report(str(tmp_path / "out"), MixtureReport)
     assert report is not None and report.result is not None
-    assert report.result.longDocumentShare.model_dump() == {
-        k: share[k] for k in ("byEstimate", "byTokenizer")
+    assert report.result.longDocumentShare.model_dump() == {  # the status rounds
+        k: {side: round(share[k][side], 3) for side in ("before", "after")}
+        for k in ("byEstimate", "byTokenizer")
     }
-    assert report.result.longDocumentTokenFraction == share["byEstimate"]["after"]
+    assert report.result.longDocumentTokenFraction == round(share["byEstimate"]["after"], 3)

@@ -238,7 +238,9 @@ def test_manifest_describes_the_output(
     on_disk = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert on_disk == json.loads(json.dumps(m))
     assert m["sequenceLength"] == 512 and m["seed"] == 15213 and len(m["configHash"]) == 64
-    assert m["config"]["strategy"]["type"] == "per-source"
+    assert m["config"]["kind"] == "DataMixture" and m["config"]["format"] == 2
+    assert m["config"]["spec"]["strategy"]["type"] == "per-source"
+    assert m["configHash"] == json.loads((tmp_path / "m" / "owner.json").read_text())["configHash"]
     assert m["histograms"]["bins"][0] == "0-1K" and m["histograms"]["bins"][-1] == ">128K"
     for shard in m["shards"]["train"] + m["shards"]["validation"]:
         data = (tmp_path / "m" / shard["path"]).read_bytes()

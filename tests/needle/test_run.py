@@ -71,12 +71,18 @@ def test_full_run_on_s3_writes_results_heatmap_and_progress(
     # 1,200 tokens do not fit the model's 1,024 positions: allowed, flagged
     assert results["extrapolation"]["lengths"] == [1200] and results["extrapolation"]["cells"] == 3
     assert all(c["extrapolated"] == (c["length"] == 1200) for c in results["cells"])
+    assert results["warnings"] == [
+        "lengths [1200] (prompt and answer) exceed the model's max_position_embeddings (1024): "
+        "those cells measure extrapolation"
+    ]
+    assert {"length", "contextTokens", "score", "paperScore"} <= set(results["definitions"])
+    assert "91.7" in results["definitions"]["paperScore"]
     fs, path = storage.filesystem(f"{out}/heatmap.png", s3_storage)
     assert fs.cat_file(path)[:8] == b"\x89PNG\r\n\x1a\n"
     report = read_report(out, NeedleReport, s3_storage)
     assert report is not None and report.state == "succeeded"
     assert report.progress.cellsDone == report.progress.cells == 9
-    assert report.progress.percent == 100
+    assert report.progress.percent == 100 and report.warnings == results["warnings"]
     assert report.result == EvalResult(
         score=results["score"], paperScore=results["paperScore"], uri=out
     )
@@ -101,6 +107,23 @@ def test_extractive_backend_scores_100_with_the_needle_and_0_without(
         assert by_depth[depth]["paperScore"] == pytest.approx(91.6667, abs=1e-3)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["backend"] == "extractive-test" and results["harness"] == harness
+
+
+@pytest.mark.parametrize("harness", ["clean", "paper"])
+def test_a_short_haystack_is_repeated_with_a_warning_before_the_grid(
+    tiny_model: Path, tmp_path: Path, tokenizer: Any, harness: str, capsys: Any
+) -> None:
+    short = write_haystack(tmp_path / "short", files=1, words=120)
+    config = job_config(str(tiny_model), str(short), str(tmp_path / "out"), harness=harness)
+    run(config, backend=ExtractiveBackend(tokenizer))
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    repeats = results["haystack"]["repeats"]
+    assert results["haystack"]["repeated"] and repeats > 1
+    [warning] = results["warnings"]  # the grid stays within the model's 1,024 positions
+    assert f"longest length 900: its text is repeated {repeats} times" in warning
+    assert f"needle: warning: {warning}" in capsys.readouterr().out
+    report = read_report(str(tmp_path / "out"), NeedleReport)
+    assert report is not None and report.warnings == [warning]
 
 
 @pytest.mark.parametrize("task", ["multi-key", "multi-value"])

@@ -104,3 +104,16 @@ def test_the_job_reports_bad_input_and_exits_2(
     assert p.state == "failed" and p.error.startswith("data: the mixture")
     assert not storage.exists(storage.join(setup.output, "checkpoints"))
     assert "DeepSpeed config" not in proc.stdout  # failed before DeepSpeed started
+
+
+def test_a_cuda_attention_kernel_without_a_gpu(
+    tmp_path: Path, tiny_model: Path, vocab_size: int
+) -> None:
+    setup = make_setup(
+        str(tmp_path / "store"), tmp_path, tiny_model, vocab_size,
+        training={"attention": "sdpa-cudnn"},
+    )  # fmt: skip
+    proc = run(setup, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "training.attention: sdpa-cudnn is a CUDA kernel" in proc.stderr.strip().splitlines()[-1]
+    assert "DeepSpeed config" not in proc.stdout  # failed before DeepSpeed started

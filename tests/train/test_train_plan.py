@@ -91,3 +91,88 @@ def test_render_shows_every_term() -> None:
         "OK fits",
     ):
         assert word in text
+
+
+TINYLLAMA_1B = {
+    "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+    "num_key_value_heads": 4, "vocab_size": 32000,
+}  # fmt: skip
+ONE_H200 = {"nodes": 1, "gpusPerNode": 1, "gpuMemoryGiB": 139}
+
+
+def test_activations_by_checkpointing_mode() -> None:
+    def act(mode: Any) -> float:
+        s = spec(65536, deepspeed={"activationCheckpointing": mode}, resources=ONE_H200)
+        return plan(s, TINYLLAMA_1B).memoryGiB["activations"]
+
+    assert act(True) == act("full") and act(False) == act("none") and act("every:1") == act("full")
+    assert act("none") > act("every:2") > act("selective") > act("full")
+    # every:2 keeps 11 of the 22 layers whole, plus one recomputed layer's working set
+    assert act("every:2") == pytest.approx(act("none") * 12 / 22, rel=0.1)
+
+
+def test_auto_takes_the_least_recomputation_that_fits() -> None:
+    def auto(length: int, gib: float) -> str:
+        s = spec(length, deepspeed={"activationCheckpointing": "auto", "offloadOptimizer": False},
+                 resources={**ONE_H200, "gpuMemoryGiB": gib})  # fmt: skip
+        p = plan(s, TINYLLAMA_1B)
+        assert p.memoryGiB == plan(
+            spec(length, deepspeed={"activationCheckpointing": p.checkpointing, "offloadOptimizer": False},
+                 resources={**ONE_H200, "gpuMemoryGiB": gib}), TINYLLAMA_1B,
+        ).memoryGiB  # fmt: skip
+        assert f"activationCheckpointing auto: {p.checkpointing}" in render(p)
+        return p.checkpointing
+
+    assert auto(32768, 139) == "none"
+    assert auto(65536, 139) == "selective"  # none needs ~140 GiB
+    assert auto(131072, 139) == "selective"
+    assert auto(131072, 80) == "full"  # selective needs ~136 GiB there
+    assert auto(131072, 10) == "full"  # nothing fits: the safest
+
+
+def test_selective_is_cheaper_to_recompute_than_whole_layers_at_long_lengths() -> None:
+    from longreach.operator.contextextension.memory import recompute_flops
+
+    shape, _ = shape_of(TINYLLAMA_1B)
+    modes = ("none", "selective", "every:2", "full")
+    long = [recompute_flops(shape, 131072, m) for m in modes]
+    assert long == sorted(long) and long[0] == 0
+    # at 8K attention is a small part of a layer: half the layers cost less than every MLP
+    short = dict(zip(modes, (recompute_flops(shape, 8192, m) for m in modes), strict=True))
+    assert short["every:2"] < short["selective"] < short["full"]
+
+
+def test_the_loss_path_is_in_the_plan() -> None:
+    unfused = plan(spec(131072, resources=ONE_H200), TINYLLAMA_1B)
+    fused = plan(spec(131072, resources=ONE_H200, training={"kernels": "liger"}), TINYLLAMA_1B)
+    assert not unfused.fusedLoss and fused.fusedLoss
+    assert unfused.memoryGiB["logits"] > 15 > 3 > fused.memoryGiB["logits"]
+    assert "fusedLoss: Liger" in render(fused) and "chunked float32 loss" in render(unfused)
+    # auto counts the unfused loss (liger-kernel is in the image or not) and says what it saves
+    assert "kernels auto: the unfused loss is counted" in render(unfused)
+    # liger's SwiGLU keeps two intermediate-sized tensors instead of four
+    none = {"activationCheckpointing": "none"}
+    assert (
+        plan(spec(8192, resources=ONE_H200, deepspeed=none, training={"kernels": "liger"}),
+             TINYLLAMA_1B).memoryGiB["activations"]
+        < plan(spec(8192, resources=ONE_H200, deepspeed=none), TINYLLAMA_1B).memoryGiB["activations"]
+    )  # fmt: skip
+
+
+def test_the_operator_resolves_auto_for_the_job(tiny_model: Any) -> None:
+    """The job cannot import the planner: the operator writes its choice into the job's config
+    (not part of the output's identity); unreadable model shapes leave the job at full."""
+    from longreach.contract.contextextension import TrainJobConfig
+    from longreach.operator.contextextension.adapter import ContextExtensionAdapter
+
+    def config(model: dict[str, str | None], mode: Any) -> TrainJobConfig:
+        s = spec(4096, model=model, deepspeed={"activationCheckpointing": mode},
+                 resources={"gpusPerNode": 1, "gpuMemoryGiB": 40})  # fmt: skip
+        return ContextExtensionAdapter().job_config("x", "ns", "uid", s, {})
+
+    auto = config({"uri": str(tiny_model)}, "auto")
+    assert auto.checkpointing == "none" and auto.checkpointing_mode() == "none"  # a tiny model
+    hub = config({"uri": None, "name": "meta-llama/Llama-2-7b-hf"}, "auto")
+    assert hub.checkpointing is None and hub.checkpointing_mode() == "full"
+    assert config({"uri": str(tiny_model)}, "selective").checkpointing_mode() == "selective"
+    assert auto.output_config() == auto.model_copy(update={"checkpointing": "full"}).output_config()

@@ -338,34 +338,3 @@ def test_shards_come_from_the_manifest_else_from_the_folder(tmp_path: Any) -> No
     assert data.open_mixture(str(tmp_path), None) == data.Mixture(
         str(tmp_path), 32, listed.train, listed.validation, manifest
     )
-
-
-def test_activation_checkpointing_takes_effect(tiny_model: Any) -> None:
-    """With checkpointing, the forward pass keeps far fewer tensors for the backward pass (each
-    decoder layer's input instead of its activations). transformers skips checkpointing without
-    a word for a model left in eval mode, which is how `from_pretrained` returns it: on a GPU
-    that showed as memory growing with length as if checkpointing were off."""
-    import torch
-    from transformers import AutoConfig
-
-    from longreach.jobs.train.model import load_model
-
-    config = AutoConfig.from_pretrained(str(tiny_model))
-    ids = torch.randint(4, 100, (1, 64))
-
-    def saved_bytes(checkpointing: bool) -> int:
-        model = load_model(
-            str(tiny_model), config, gpu=False, attention="sdpa", checkpointing=checkpointing
-        )
-        sizes: list[int] = []
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            sizes.append(t.numel() * t.element_size())
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        return sum(sizes)
-
-    assert saved_bytes(True) < saved_bytes(False) / 2
