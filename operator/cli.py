@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from longreach.contract.compare import ReportConfig
+from longreach.contract.compare import LABEL_COMPARISON, ReportConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,7 +114,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         if args.selector:
             runs = compare.from_cluster(args.namespace, args.selector)
-            title, out = args.selector, args.out or "./longreach-report"
+            title, out = args.selector.removeprefix(f"{LABEL_COMPARISON}="), "./longreach-report"
         elif len(args.sources) == 1 and args.sources[0].endswith((".yaml", ".yml")):
             spec = compare.load(args.sources[0])
             root = resolve(spec.output.uri, artifacts)
