@@ -288,6 +288,8 @@ class TrainResult(Model):
     """Final training loss."""
     validationLoss: dict[str, Round3] = {}
     """Validation loss by position bucket, e.g. {"1K": 2.1, "16K": 1.9}."""
+    validationLossByDomain: dict[str, Round3] = {}
+    """Validation loss by domain of the predicted token, e.g. {"RedPajamaBook": 2.0}."""
 
 
 class ContextExtensionStatus(StatusBase):

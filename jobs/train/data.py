@@ -149,12 +149,23 @@ class Reader:
         self.vocab_size = vocab_size
         self.store = store
         self._cached: tuple[int, np.ndarray] | None = None
+        self._domains: tuple[int, np.ndarray] | None = None
 
     def sample(self, position: int) -> np.ndarray:
         shard, local = self.index.locate(position)
         tokens = self._tokens(shard)
         n = self.index.length
         return tokens[local * n : (local + 1) * n]
+
+    def domains(self, position: int, names: tuple[str, ...]) -> np.ndarray:
+        """The domain of every token of a sample, as an index into `names` (-1 outside any
+        span), from the chunks' `spans` column: for validation loss by domain."""
+        shard, local = self.index.locate(position)
+        if self._domains is None or self._domains[0] != shard:
+            flat = load_domains(self.index.shards[shard], self.mixture_length, names, self.store)
+            self._domains = (shard, flat)
+        n = self.index.length
+        return self._domains[1][local * n : (local + 1) * n]
 
     def _tokens(self, shard: int) -> np.ndarray:
         if self._cached is None or self._cached[0] != shard:
@@ -188,6 +199,26 @@ def load_tokens(
     flat = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=np.int64)
     check_vocabulary(flat, vocab_size, shard.uri)
     return flat
+
+
+def load_domains(
+    shard: Shard, length: int, names: tuple[str, ...], store: StorageSpec | None
+) -> np.ndarray:
+    """A shard's per-token domain indices, flattened like its tokens (see `load_tokens`)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(shard.uri, store)
+    with fs.open(path, "rb") as f:
+        rows = pq.read_table(f, columns=["spans"]).column("spans").to_pylist()
+    index = {name: i for i, name in enumerate(names)}
+    out = np.full(len(rows) * length, -1, dtype=np.int16)
+    for r, spans in enumerate(rows):
+        for span in spans or []:
+            out[r * length + span["start"] : r * length + span["end"]] = index.get(
+                span["domain"], -1
+            )
+    return out
 
 
 def check_vocabulary(tokens: np.ndarray, vocab_size: int, where: str) -> None:

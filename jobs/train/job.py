@@ -35,7 +35,8 @@ def run_job(config: TrainJobConfig, rdzv: Rendezvous, reporter: Reporter, lease:
                 CheckpointRef(step=last, uri=checkpoint.uri(spec.output.uri, last))
             )
         reporter.succeeded(
-            TrainResult(uri=final, loss=done["loss"], validationLoss=done["validationLoss"]),
+            TrainResult(uri=final, loss=done["loss"], validationLoss=done["validationLoss"],
+                        validationLossByDomain=done.get("validationLossByDomain", {})),
             TrainProgress(step=done["step"], totalSteps=done["step"], tokensSeen=done["tokensSeen"], loss=done["loss"], percent=100),
         )  # fmt: skip
         return
@@ -57,7 +58,7 @@ def run_job(config: TrainJobConfig, rdzv: Rendezvous, reporter: Reporter, lease:
     loss = train_loop(run, state)
     if math.isnan(loss) and reporter.metrics:  # resumed from a checkpoint of the last step
         loss = reporter.metrics[-1]["loss"]
-    reporter.running("computing validation loss by position")
+    reporter.running("computing validation loss by position and by domain")
     validation = validate(run)
     reporter.running("writing final/")
     write_final(run, state, loss, validation, lease)

@@ -82,6 +82,7 @@ def write_mixture(
         "shards": shards,
         "tokens": train_rows * sequence_length,
         "chunks": train_rows,
+        "domains": {d: {} for d in domains},
     }
     storage.write_json(storage.join(uri, "manifest.json"), manifest, store)
     return uri

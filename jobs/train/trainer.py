@@ -265,20 +265,25 @@ def step_metrics(run: Run, state: State, loss: float, lr: float, tps: float) -> 
     return out
 
 
-def validate(run: Run) -> dict[str, float]:
+def validate(run: Run) -> tuple[dict[str, float], dict[str, float]]:
+    """Validation loss by position bucket and by domain (the mixture's domains)."""
     p = run.prepared
     if not p.validationCount:
-        return {}
+        return {}, {}
     run.engine.eval()
     return loss_by_position(
         run.engine, p.validation, p.validationCount, length=p.batch.sequenceLength,
         sp=p.batch.sequenceParallel, sp_rank=run.spRank, dp=p.batch.dataParallel,
-        dp_rank=run.dpRank, device=run.device,
+        dp_rank=run.dpRank, device=run.device, domains=tuple(sorted(p.mixture.manifest.get("domains") or {})),
     )  # fmt: skip
 
 
 def write_final(
-    run: Run, state: State, loss: float, validation: dict[str, float], lease: Lease
+    run: Run,
+    state: State,
+    loss: float,
+    validation: tuple[dict[str, float], dict[str, float]],
+    lease: Lease,
 ) -> None:
     """final/ in the order the operator relies on: the model folder, metrics.jsonl, the
     succeeded progress with the result, and final/longreach.json last."""
@@ -299,12 +304,18 @@ def write_final(
         p.tokenizer.save_pretrained(str(local))
         upload_folder(local, out, spec.storage)
         run.reporter.flush_metrics()
-        run.reporter.succeeded(TrainResult(uri=out, loss=loss, validationLoss=validation))
+        by_position, by_domain = validation
+        run.reporter.succeeded(
+            TrainResult(
+                uri=out, loss=loss, validationLoss=by_position, validationLossByDomain=by_domain
+            )
+        )
         summary = {
             "step": state.step,
             "tokensSeen": state.tokensSeen,
             "loss": loss,
-            "validationLoss": validation,
+            "validationLoss": by_position,
+            "validationLossByDomain": by_domain,
             **run.ran,
             **p.rope,
         }

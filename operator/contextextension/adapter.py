@@ -107,8 +107,10 @@ class ContextExtensionAdapter(
         res = status.result or TrainResult(uri=storage.join(out, "final"))
         losses = sorted(res.validationLoss.items(), key=lambda kv: parse_tokens(kv[0]))
         val = ", ".join(f"@{k} {v:.3f}" for k, v in losses)
+        by_domain = ", ".join(f"{k} {v:.3f}" for k, v in sorted(res.validationLossByDomain.items()))
         return [
             f"final loss {res.loss:.3f}; validation loss by position: {val or 'n/a'}",
+            *([f"validation loss by domain: {by_domain}"] if by_domain else []),
             f"model: {storage.join(out, 'final')}  metrics: {storage.join(out, 'metrics.jsonl')}",
         ]
 

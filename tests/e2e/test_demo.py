@@ -70,3 +70,29 @@ def test_demo_runs_the_recipe_and_resumes_after_ctrl_c(tmp_path: Path) -> None:
     assert len(results["cells"]) == 12
     assert (demo / "needle" / "heatmap.png").stat().st_size > 10_000
     assert "needle score" in out2 and "heatmap" in out2 and "long-document tokens" in out2
+
+
+@pytest.mark.timeout(1500)  # 3-4 minutes measured on two shared cores; 20 is the promise
+def test_demo_compare_runs_both_arms_with_three_seeds_and_prints_the_report(
+    tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    proc = longreach("demo", "--compare", "--artifacts", str(tmp_path))
+    try:
+        out, _ = proc.communicate(timeout=1200)
+    finally:
+        proc.kill()  # on a timeout: its jobs follow it (parent-death signal)
+    assert proc.returncode == 0, out[-4000:]
+    assert time.monotonic() - started < 20 * 60
+    root = tmp_path / "demo" / "compare"
+    report = (root / "report.md").read_text()
+    assert report in out
+    arms = [ln.split("|")[1:3] for ln in report.splitlines() if ln.startswith("| ")][1:3]
+    assert [(a.strip(), s.strip()) for a, s in arms] == [
+        ("original", "1, 2, 3"),
+        ("per-source", "1, 2, 3"),
+    ]
+    for arm in ("original", "per-source"):
+        for seed in (1, 2, 3):
+            assert (root / arm / f"seed-{seed}" / "needle" / "results.json").exists()
+    assert (root / "report.png").stat().st_size > 10_000

@@ -168,3 +168,35 @@ def test_server_side_dry_run_has_teeth(
         check=False,
     )
     assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+COMPARISONS = sorted((EXAMPLES / "comparisons").glob("*.yaml"))
+
+
+@pytest.mark.unit
+def test_the_demo_comparison_is_there_and_compares_the_papers_two_strategies() -> None:
+    from longreach.operator.compare import load
+
+    assert [p.name for p in COMPARISONS] == ["demo-strategies.yaml"]
+    spec = load(str(COMPARISONS[0]))
+    assert sorted(s.type for s in spec.strategies().values()) == ["original", "per-source"]
+    assert len(spec.seeds) == 3
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", COMPARISONS, ids=[p.name for p in COMPARISONS])
+def test_comparison_expands_into_resources_the_server_accepts(
+    control_plane: Any, path: Path
+) -> None:
+    from longreach.operator.compare import expand, load, to_yaml
+
+    docs = expand(load(str(path)))
+    for doc in docs:
+        SPECS[doc["kind"]].model_validate(doc["spec"])
+    namespace = f"examples-{uuid.uuid4().hex[:6]}"
+    control_plane.kubectl("create", "namespace", namespace)
+    r = control_plane.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=to_yaml(docs), check=False
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(server dry run)") == len(docs), r.stdout

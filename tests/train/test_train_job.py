@@ -39,6 +39,9 @@ def test_loss_falls_and_reports(reference: Setup) -> None:
     # The paper's five position buckets, scaled to 256 tokens: 1/128 ... 128/128 of the length.
     assert sorted(result.validationLoss, key=int) == ["2", "32", "64", "128", "256"]
     assert all(0 < v < lines[0]["loss"] for v in result.validationLoss.values())
+    # By the domain of each predicted token: the mixture's two domains, from its spans.
+    assert sorted(result.validationLossByDomain) == ["RedPajamaArXiv", "RedPajamaBook"]
+    assert all(0 < v < lines[0]["loss"] for v in result.validationLossByDomain.values())
     assert report.lastCheckpoint == CheckpointRef(
         step=6, uri=storage.join(reference.output, "checkpoints/step-000006")
     )

@@ -61,3 +61,8 @@ def test_ulysses_matches_one_rank(
         progress(reference).result.validationLoss,  # type: ignore[union-attr]
     )
     assert val == pytest.approx(ref, rel=1e-4)
+    by_domain, ref_domain = (
+        progress(setup).result.validationLossByDomain,  # type: ignore[union-attr]
+        progress(reference).result.validationLossByDomain,  # type: ignore[union-attr]
+    )
+    assert by_domain and by_domain == pytest.approx(ref_domain, rel=1e-4)

@@ -209,6 +209,36 @@ def test_bucket_sums_count_each_labelled_token_once() -> None:
     ]
 
 
+def test_domain_sums_count_each_predicted_token_under_its_domain() -> None:
+    import numpy as np
+    import torch
+
+    domains = np.array([0, 0, 1, 1, -1, 1], dtype=np.int16)
+    # Position t predicts token t + 1: its domain is that token's.
+    whole = evaluate.target_domains(domains, 1, 0, "cpu")
+    assert whole.tolist() == [[0, 1, 1, -1, 1, -1]]
+    halves = [evaluate.target_domains(domains, 2, r, "cpu").tolist() for r in (0, 1)]
+    assert halves == [[[0, 1, 1]], [[-1, 1, -1]]]
+    losses = torch.arange(6, dtype=torch.float32).view(1, 6)
+    labels = torch.tensor([[1, 1, 1, 1, 1, -100]])
+    assert evaluate.domain_sums(losses, whole, labels, 2) == [0.0, 1.0, 1 + 2 + 4, 3.0]
+
+
+def test_reader_domains_follow_the_spans_through_rechunking(tmp_path: Any) -> None:
+    from longreach.jobs.train.testdata import write_mixture
+
+    write_mixture(str(tmp_path), sequence_length=64, vocab_size=300, train_rows=6, rows_per_shard=3)
+    mixture = data.open_mixture(str(tmp_path), None)
+    names = tuple(sorted(mixture.manifest["domains"]))
+    assert names == ("RedPajamaArXiv", "RedPajamaBook")
+    index = data.SampleIndex(mixture.train, 64, 48, seed=None)
+    reader = data.Reader(index, 64, 300, None)
+    # Rows alternate Book, ArXiv, Book, ...; sample 1 of shard 0 is tokens 48-95: row 0's last
+    # 16 (Book) and row 1's first 32 (ArXiv).
+    assert reader.domains(1, names).tolist() == [1] * 16 + [0] * 32
+    assert reader.domains(4, names).tolist() == [0] * 48  # shard 1 starts with row 3 (ArXiv)
+
+
 def test_flops_per_token_has_the_causal_attention_term() -> None:
     from transformers import LlamaConfig
 
