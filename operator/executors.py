@@ -78,13 +78,7 @@ class KubernetesExecutor:
             kopf.append_owner_reference(obj, owner=body)
         results = await asyncio.gather(*(self.kube.create(obj) for obj in objs))
         existing, created = results[-1]
-        return (
-            ChildState(
-                "pending", f"created {main['kind']} {main['metadata']['name']}", created=True
-            )
-            if created
-            else observed(adapter, existing)
-        )
+        return replace(observed(adapter, existing), created=created)
 
     async def suspend(self, adapter: AnyAdapter, body: kopf.Body, suspend: bool) -> None:
         job = adapter.job  # the job object is named like the resource

@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,9 @@ from longreach.operator.status import (
 )
 
 RETRY_ANNOTATION = f"{GROUP}/retry"
+STORAGE = ThreadPoolExecutor(max_workers=32, thread_name_prefix="storage")
+"""The threads that read the object store (admission probes, progress.json, markers): apart
+from the API client's, so a slow or unreachable store never holds up calls to the API server."""
 
 
 class Stop(Exception):
@@ -187,6 +191,8 @@ class Reconciler:
         write, whichever came last): what the resync reconciles."""
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         """One reconcile at a time per resource (events and the resync run apart)."""
+        self.done_at: dict[tuple[str, str], float] = {}
+        """When each resource's last reconcile ended (monotonic seconds)."""
         self.indexes: list[Any] = []
         self.resyncing: asyncio.Task[None] | None = None
 
@@ -197,8 +203,11 @@ class Reconciler:
         if type == "DELETED":
             self.known.pop(key, None)
             self.locks.pop(key, None)
+            self.done_at.pop(key, None)
         elif not _older(body, self.known.get(key)):
             self.known[key] = dict(body)
+            # new: its event reconciles it now; the resync's turn comes a period later
+            self.done_at.setdefault(key, time.monotonic())
 
     async def __call__(self, body: kopf.Body, indexes: list[Any]) -> None:
         started = time.perf_counter()
@@ -214,11 +223,13 @@ class Reconciler:
             raise
         finally:
             metrics.HANDLER_LATENCY.labels(self.adapter.kind).observe(time.perf_counter() - started)
+            self.done_at[key] = time.monotonic()
 
     async def resync_forever(self) -> None:
-        """Every resyncSeconds, reconcile every resource of the kind (at most as many at once
-        as the API client has threads): a vanished, stuck or finished child is noticed
-        without any event, and a failed reconcile is retried."""
+        """Reconcile every resource whose last reconcile ended resyncSeconds ago (at most as
+        many at once as the API client has threads): a vanished, stuck or finished child is
+        noticed without any event, and a failed reconcile is retried. Each resource keeps its
+        own cadence, so a burst of creations is not followed by a burst of resyncs."""
         log = logging.getLogger(__name__)
         limit = asyncio.Semaphore(self.kube.workers)
 
@@ -231,9 +242,12 @@ class Reconciler:
                 except Exception:
                     log.exception("resync of %s failed", raw["metadata"]["name"])
 
+        period = self.settings.resyncSeconds
         while True:
-            await asyncio.sleep(self.settings.resyncSeconds)
-            await asyncio.gather(*(one(raw) for raw in list(self.known.values())))
+            await asyncio.sleep(min(1.0, period / 4))
+            due = time.monotonic() - period
+            stale = [raw for key, raw in self.known.items() if self.done_at.get(key, 0) <= due]
+            await asyncio.gather(*(one(raw) for raw in stale))
 
     async def reconcile(self, body: kopf.Body, indexes: list[Any]) -> None:
         now = Current.of(body)
@@ -274,9 +288,7 @@ class Reconciler:
         if not self.admits or now.started:
             return
         loop = asyncio.get_running_loop()
-        refusal = await loop.run_in_executor(
-            self.kube.pool, self.adapter.admit, spec, self.settings
-        )
+        refusal = await loop.run_in_executor(STORAGE, self.adapter.admit, spec, self.settings)
         if refusal:
             raise Stop(Observation("Failed", "Refused", refusal), kopf.PermanentError(refusal))
 
@@ -289,7 +301,7 @@ class Reconciler:
             loop = asyncio.get_running_loop()
             uri = self.adapter.output_uri(spec)
             why = await loop.run_in_executor(
-                self.kube.pool, output_refusal, config, uri, spec.storage, self.settings
+                STORAGE, output_refusal, config, uri, spec.storage, self.settings
             )
             if why:
                 raise Stop(Observation("Failed", "OutputOwned", why), kopf.PermanentError(why))
@@ -310,8 +322,9 @@ class Reconciler:
             raise Stop(
                 Observation("Pending", "CreateFailed", why), kopf.TemporaryError(why, delay=15)
             ) from e
-        if child.created:  # nothing to read yet: the job has not started
-            raise Stop(Observation("Pending", "Created", child.message))
+        if child.created:  # nothing to read yet: what a resync will see while it is pending
+            attempts = int(now.status.get("attempts") or 0)
+            raise Stop(observe(child, None, False, self.adapter.contract.marker, attempts))
         return child
 
     async def sync_suspend(self, body: kopf.Body, spec: Any, child: ChildState) -> None:
@@ -336,11 +349,9 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         uri, contract = self.adapter.output_uri(spec), self.adapter.contract
         store = spec.storage.for_probes()
-        report = await loop.run_in_executor(
-            self.kube.pool, _read_report, uri, contract.report, store
-        )
+        report = await loop.run_in_executor(STORAGE, _read_report, uri, contract.report, store)
         committed = child.state == "succeeded" and await loop.run_in_executor(
-            self.kube.pool, storage.exists, storage.join(uri, contract.marker), store
+            STORAGE, storage.exists, storage.join(uri, contract.marker), store
         )
         attempts = int(now.status.get("attempts") or 0)
         obs = observe(child, report, committed, contract.marker, attempts)

@@ -137,7 +137,7 @@ def test_rayjob_lifecycle_drives_phase_conditions_events_and_columns(
         for e in json.loads(events)["items"]
         if e["involvedObject"]["kind"] == "DataMixture"
     }
-    assert {"Created", "Running", "Completed"} <= set(said)
+    assert {"Starting", "Running", "Completed"} <= set(said)
     assert said["Completed"] == status["message"]  # the event says what the status says
     assert "datamixture.longreach.io/mix" in cp.kubectl("get", "longreach", "-n", namespace).stdout
 
