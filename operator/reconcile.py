@@ -35,7 +35,7 @@ from longreach.operator.executors import Executor
 from longreach.operator.inputs import output_refusal
 from longreach.operator.kinds import ADAPTERS, BY_KIND
 from longreach.operator.kube import Kube
-from longreach.operator.outputs import Claimant, collision, refusal
+from longreach.operator.outputs import Claimant, collision, index_keys, lookup_keys, refusal
 from longreach.operator.settings import OperatorSettings
 from longreach.operator.status import (
     TERMINAL,
@@ -159,7 +159,7 @@ def claimant(kind: str, body: kopf.Body) -> Claimant | None:
 
 def exclusive(me: Claimant, indexes: Iterable[Any]) -> None:
     """Stop with Failed when an earlier resource writes to the same or a nested location."""
-    others = (c for index in indexes for store in index.values() for c in store)
+    others = (c for index in indexes for key in lookup_keys(me.uri) for c in index.get(key, ()))
     other = collision(me, others)
     if other is not None:
         why = refusal(me, other)
@@ -468,8 +468,9 @@ def register(
         return [kwargs[index_name(a)] for a in ADAPTERS]
 
     @kopf.index(GROUP, VERSION, adapter.plural, id=index_name(adapter))
-    def outputs(body: kopf.Body, **_: Any) -> Claimant | None:
-        return claimant(adapter.kind, body)
+    def outputs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Claimant] | None:
+        me = claimant(adapter.kind, body)
+        return {key: me for key in index_keys(me.uri)} if me else None
 
     @kopf.on.event(GROUP, VERSION, adapter.plural, id="reconcile")
     async def on_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
