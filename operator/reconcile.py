@@ -223,7 +223,8 @@ class Reconciler:
             raise
         finally:
             metrics.HANDLER_LATENCY.labels(self.adapter.kind).observe(time.perf_counter() - started)
-            self.done_at[key] = time.monotonic()
+            if key in self.known:  # not deleted meanwhile
+                self.done_at[key] = time.monotonic()
 
     async def resync_forever(self) -> None:
         """Reconcile every resource whose last reconcile ended resyncSeconds ago (at most as

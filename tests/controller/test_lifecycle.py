@@ -483,3 +483,21 @@ def test_a_rejected_child_is_explained_in_the_status(
     )
     status = get(cp, "needle", "rejected", namespace)["status"]
     assert status["phase"] == "Pending" and "nodeSelector" in status["message"]
+
+
+def test_nothing_of_the_operator_on_the_resource_and_deletes_need_no_operator(
+    control_plane: Any, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    cp = control_plane
+    apply(cp, namespace, mixture("plain", tmp_path / "plain"))
+    wait_for("a phase", lambda: phase(cp, "dmix", "plain", namespace), op=operator)
+    meta = get(cp, "dmix", "plain", namespace)["metadata"]
+    assert not meta.get("finalizers")  # kopf's timers would add one
+    assert not any("kopf" in key for key in meta.get("annotations") or {})
+    operator.stop()
+    try:
+        cp.kubectl("delete", "dmix", "plain", "-n", namespace, "--wait=true", "--timeout=20s")
+        gone = cp.kubectl("get", "dmix", "plain", "-n", namespace, check=False)
+        assert "NotFound" in gone.stderr
+    finally:
+        operator.start()
