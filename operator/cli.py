@@ -166,6 +166,20 @@ QUICKSTART = REPO_ROOT / "manifests" / "examples" / "quickstart.yaml"
 DEMO_COMPARISON = REPO_ROOT / "manifests" / "examples" / "comparisons" / "demo-strategies.yaml"
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that run resources locally (run, compare)."""
+    p.add_argument(
+        "--artifacts",
+        default="./longreach-artifacts",
+        help="artifact directory or URI; relative paths in the file resolve here",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="an output made from another config is deleted and made again (without: stop)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="longreach", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,16 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("run", help="run the resources of a file on this machine (no cluster)")
     p.add_argument("file", help="YAML with DataMixture / ContextExtension / NeedleEval documents")
-    p.add_argument(
-        "--artifacts",
-        default="./longreach-artifacts",
-        help="artifact directory or URI; relative paths in the file resolve here",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="an output made from another config is deleted and made again (without: stop)",
-    )
+    _run_options(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser(
@@ -220,16 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the resources as multi-document YAML for kubectl apply, run nothing",
     )
-    p.add_argument(
-        "--artifacts",
-        default="./longreach-artifacts",
-        help="artifact directory or URI; relative paths in the file resolve here",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="an output made from another config is deleted and made again (without: stop)",
-    )
+    _run_options(p)
     p.set_defaults(func=_compare)
 
     p = sub.add_parser(
