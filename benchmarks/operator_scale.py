@@ -12,6 +12,7 @@ cores; RSS under 300 MB.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import statistics
@@ -173,8 +174,6 @@ def s3_store(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """A moto S3 server in its own process (as S3 is elsewhere: not this process's GIL, which
     the watches that stamp the times hold), with the bucket `bench` and a model folder's
     config.json in it."""
-    import os
-
     import boto3
 
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
@@ -220,6 +219,7 @@ def main() -> None:
                 # As in a cluster: the operator reads the models and outputs on S3 with its
                 # own credentials (its admission checks and progress reads are in the cost).
                 env["LONGREACH_S3_ENDPOINT"], server = s3_store(Path(tmp))
+                env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
             cp.kubectl("apply", "--server-side", "-k", str(REPO / "manifests" / "crds"))
             cp.wait_established()
             op = OperatorProcess(cp.kubeconfig, Path(tmp), env=env).start()

@@ -203,8 +203,11 @@ class OperatorProcess:
         self.metrics_port = free_port()
 
     def start(self) -> OperatorProcess:
+        # S3 credentials only where asked for (`env`): a test session's S3 server sets them in
+        # this process, and an operator that has them probes every s3:// input it is given.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env = {
-            **os.environ,
+            **inherited,
             "KUBECONFIG": str(self.kubeconfig),
             "PYTHONSAFEPATH": "1",
             "LONGREACH_EXECUTOR": self.executor,
