@@ -201,6 +201,7 @@ class OperatorProcess:
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
+        self.health_port = free_port()
 
     def start(self) -> OperatorProcess:
         # S3 credentials only where asked for (`env`): a test session's S3 server sets them in
@@ -213,7 +214,7 @@ class OperatorProcess:
             "LONGREACH_EXECUTOR": self.executor,
             "LONGREACH_RESYNC_SECONDS": "1",
             "LONGREACH_METRICS_PORT": str(self.metrics_port),
-            "LONGREACH_HEALTH_PORT": str(free_port()),
+            "LONGREACH_HEALTH_PORT": str(self.health_port),
             "LONGREACH_LOCAL_WORKDIR": str(self.workdir / "runs"),
             **self.extra_env,
         }
@@ -224,7 +225,25 @@ class OperatorProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        self.wait_ready()
         return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until kopf's liveness endpoint answers (imports done, watches started): on a busy
+        machine a start takes seconds that a test's own waits should not pay for."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the operator exited at start:\n{self.log()[-3000:]}")
+            try:
+                url = f"http://127.0.0.1:{self.health_port}/healthz"
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the operator was not ready in {timeout:.0f} s:\n{self.log()[-3000:]}")
 
     def stop(self, crash: bool = False) -> None:
         """Stop like a pod would: SIGTERM with a grace period, or a crash (SIGKILL)."""

@@ -53,7 +53,8 @@ ENTRY = {
     "eval": ("longreach.jobs.needle.__main__", ["-m", "longreach.jobs.needle", "--help"]),
 }  # fmt: skip
 # Imports the code guards, which the Dockerfile installs by other means (or on request).
-OPTIONAL = {"trainer": {"flash_attn"}, "eval": {"vllm"}}  # flash-attn: GPU only; vllm: INSTALL_VLLM
+# flash-attn and liger-kernel: GPU only (the trainer guards both); vllm: INSTALL_VLLM
+OPTIONAL = {"trainer": {"flash_attn", "liger_kernel"}, "eval": {"vllm"}}
 # What belongs to other images and must not be in this one.
 ABSENT = {
     "operator": ["torch", "ray", "transformers", "deepspeed"],
