@@ -32,23 +32,24 @@ class Claimant:
         return f"{self.kind} {self.namespace}/{self.name}"
 
 
+def _levels(uri: str) -> tuple[str, list[str]]:
+    """A location in one spelling, and every location that contains it."""
+    parts = output_key(uri).split("/")
+    return "/".join(parts), ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
 def index_keys(uri: str) -> list[tuple[str, str]]:
     """Where the operator's index files a resource writing to `uri`: at its location, and
     under each location that contains it."""
-    parts = output_key(uri).split("/")
-    return [("at", "/".join(parts))] + [
-        ("under", "/".join(parts[:i])) for i in range(1, len(parts))
-    ]
+    key, above = _levels(uri)
+    return [("at", key)] + [("under", a) for a in above]
 
 
 def lookup_keys(uri: str) -> list[tuple[str, str]]:
     """The index entries that can collide with `uri`: resources at it or under it, and at
     each location that contains it (a lookup per path level, not a scan of every resource)."""
-    parts = output_key(uri).split("/")
-    key = "/".join(parts)
-    return [("at", key), ("under", key)] + [
-        ("at", "/".join(parts[:i])) for i in range(1, len(parts))
-    ]
+    key, above = _levels(uri)
+    return [("at", key), ("under", key)] + [("at", a) for a in above]
 
 
 def collision(me: Claimant, others: Iterable[Claimant]) -> Claimant | None:
