@@ -22,12 +22,13 @@ if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kubectl" ]]; then
   work="$CACHE/tools-src"
   rm -rf "$work" && mkdir -p "$work" && cp "$HERE/tools/tools.go" "$work/"
   staging_minor="v0.${K8S_VERSION#v1.}"
+  # The module's go.mod, fetched by the go command into its module cache.
+  kube_mod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   {
     echo "module longreach.io/controlplane-tools"
     echo "go 1.24.0"
     echo "require k8s.io/kubernetes $K8S_VERSION"
-    curl -fsSL "https://proxy.golang.org/k8s.io/kubernetes/@v/$K8S_VERSION.mod" \
-      | grep -E '^\s+k8s.io/[a-z0-9-]+ v0\.0\.0$' | awk -v v="$staging_minor" '{print "replace " $1 " => " $1 " " v}'
+    grep -E '^\s+k8s.io/[a-z0-9-]+ v0\.0\.0$' "$kube_mod" | awk -v v="$staging_minor" '{print "replace " $1 " => " $1 " " v}'
   } >"$work/go.mod"
   (cd "$work" && go mod tidy >/dev/null 2>&1 || go mod download)
   (cd "$work" && go build -trimpath -ldflags=-s -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
