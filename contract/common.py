@@ -228,6 +228,11 @@ class Placement(Model):
     """Taints the job's pods tolerate."""
     imagePullSecrets: list[str] = []
     """Names of Secrets used to pull the image."""
+    podLabels: dict[str, str] = {}
+    """Extra labels on the job's pods (cost allocation, policy selectors); Longreach's own
+    labels win where a key is the same."""
+    podAnnotations: dict[str, str] = {}
+    """Extra annotations on the job's pods (a service mesh's or a monitoring agent's)."""
     suspend: bool = False
     """Suspend the job: running pods stop and resume later from where they were."""
     storage: StorageSpec = StorageSpec()

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import kopf
 
 from longreach.contract.kind import JobConfig
+from longreach.operator import kueue
 from longreach.operator.adapter import AnyAdapter
 from longreach.operator.kube import Kube
 from longreach.operator.settings import OperatorSettings
@@ -61,33 +62,51 @@ class KubernetesExecutor:
         name, namespace = body.metadata.name, body.metadata.namespace
         objs = adapter.build(name, namespace, spec, config, self.settings)
         main = objs[-1]
-        if (body.status or {}).get("phase") not in (
-            None,
-            "Waiting",
-        ):  # children may exist: look first
+        if (body.status or {}).get("phase"):  # children may exist: look first
             existing = await self.kube.get(
                 main["apiVersion"], main["kind"], namespace, main["metadata"]["name"]
             )
             if existing is not None and existing["metadata"].get("deletionTimestamp"):
                 return ChildState("pending", "waiting for the previous job to be deleted")
             if existing is not None:
-                return observed(adapter, existing)
+                return await self.queued(adapter, namespace, spec, observed(adapter, existing))
         # A fresh resource: create everything at once (a pod waits for its ConfigMap anyway);
         # 409 means it exists already, e.g. after an operator restart.
         for obj in objs:
             kopf.append_owner_reference(obj, owner=body)
         results = await asyncio.gather(*(self.kube.create(obj) for obj in objs))
         existing, created = results[-1]
-        return replace(observed(adapter, existing), created=created)
+        child = replace(observed(adapter, existing), created=created)
+        return await self.queued(adapter, namespace, spec, child)
+
+    async def queued(
+        self, adapter: AnyAdapter, namespace: str, spec: Any, child: ChildState
+    ) -> ChildState:
+        """A job in a Kueue queue that Kueue holds suspended while the spec says run: `queued`,
+        with the queue and Kueue's reason. (Suspended on purpose, it stays `suspended`: its
+        Workload is inactive.)"""
+        if not spec.queueName or spec.suspend or child.state != "suspended":
+            return child
+        kind = adapter.job.kind
+        wl = None if child.created else await kueue.workload(self.kube, namespace, child.uid)
+        if wl is not None and not kueue.is_active(wl):
+            return child
+        message = kueue.waiting_message(spec.queueName, namespace, kind, wl, child.created)
+        return replace(child, state="queued", message=message)
 
     async def suspend(self, adapter: AnyAdapter, body: kopf.Body, suspend: bool) -> None:
-        job = adapter.job  # the job object is named like the resource
+        """Suspend or resume the job; a queued job through its Kueue Workload (Kueue resumes
+        an admitted job that anyone else suspends)."""
+        job, namespace, name = adapter.job, body.metadata.namespace, body.metadata.name
+        if body.spec.get("queueName"):
+            child = await self.kube.get(job.api_version, job.kind, namespace, name)
+            uid = (child or {}).get("metadata", {}).get("uid", "")
+            wl = await kueue.workload(self.kube, namespace, uid) if uid else None
+            if wl is not None:
+                await kueue.set_active(self.kube, wl, not suspend)
+                return
         await self.kube.patch(
-            job.api_version,
-            job.kind,
-            body.metadata.namespace,
-            body.metadata.name,
-            {"spec": {"suspend": suspend}},
+            job.api_version, job.kind, namespace, name, {"spec": {"suspend": suspend}}
         )
 
     async def stop(self, adapter: AnyAdapter, body: kopf.Body) -> None:
@@ -108,7 +127,7 @@ def observed(adapter: AnyAdapter, job: dict[str, Any]) -> ChildState:
         if created
         else 0.0
     )
-    return replace(adapter.observe(job), since=since)
+    return replace(adapter.observe(job), since=since, uid=job["metadata"].get("uid", ""))
 
 
 class LocalExecutor:

@@ -21,10 +21,13 @@ from longreach.operator.kinds import ADAPTERS
 
 TIMEOUT = 30  # seconds per API call; kopf retries the handler on failure
 
-# Kinds the operator creates or reads (ours and every kind's children), by plural name.
-PLURALS = {a.kind: a.plural for a in ADAPTERS} | {
-    c.kind: c.plural for a in ADAPTERS for c in a.children_kinds
-}
+# Kinds the operator creates or reads (ours, every kind's children, and Kueue's Workloads of
+# queued children), by plural name.
+PLURALS = (
+    {a.kind: a.plural for a in ADAPTERS}
+    | {c.kind: c.plural for a in ADAPTERS for c in a.children_kinds}
+    | {"Workload": "workloads"}
+)
 
 
 def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
@@ -101,6 +104,19 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """The objects matching a label selector; none when the kind is not served (404)."""
+        query = [("labelSelector", label_selector)]
+        try:
+            found = await self.run("GET", path(api_version, kind, namespace), query=query)
+        except ApiException as e:
+            if e.status == 404:
+                return []
+            raise
+        return list(found.get("items") or [])
 
     async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create `obj`; if it exists already (409), return the existing one. -> (object, created)."""

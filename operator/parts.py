@@ -74,6 +74,15 @@ def env(spec: Placement, extra: dict[str, str] | None = None) -> list[dict[str, 
     return out
 
 
+def pod_metadata(kind: str, name: str, spec: Placement, **extra: str) -> dict[str, Any]:
+    """A pod template's metadata: the spec's podLabels under the common labels (and `extra`
+    labels), and the spec's podAnnotations."""
+    out: dict[str, Any] = {"labels": spec.podLabels | labels(kind, name) | extra}
+    if spec.podAnnotations:
+        out["annotations"] = dict(spec.podAnnotations)
+    return out
+
+
 def pod_placement(spec: Placement) -> dict[str, Any]:
     """Pod-spec fields for scheduling: node selector, tolerations, priority, pull secrets."""
     out: dict[str, Any] = {}

@@ -53,6 +53,11 @@ def namespaced_rules() -> str:
             f"  verbs: {CHILD_VERBS}",
         ]
     out += [
+        "# Jobs queued in Kueue (spec.queueName): why one waits, and suspend and resume",
+        "# through its Workload's spec.active (operator/kueue.py).",
+        "- apiGroups: [kueue.x-k8s.io]",
+        "  resources: [workloads]",
+        "  verbs: [list, patch]",
         "# kopf posts an event on every transition (core v1 and events.k8s.io).",
         '- apiGroups: [""]',
         "  resources: [events]",

@@ -398,6 +398,15 @@ class Reconciler:
             metrics.TRANSITIONS.labels(self.adapter.kind, before, obs.phase).inc()
         ready = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), {})
         was = event_key(before, ready.get("reason", ""), old.get("message", ""))
+        before_attempts = int(old.get("attempts") or 0)
+        if before_attempts and (obs.attempts or 0) > before_attempts and obs.phase != "Failed":
+            job = self.adapter.job.kind
+            kopf.warn(
+                dict(body),
+                reason="Restarted",
+                message=f"attempt {obs.attempts}: the {job} started its pods again after a pod "
+                "or its node failed; the job resumes from what its output holds",
+            )
         if not old.get("phase") or was != event_key(obs.phase, obs.reason, obs.message):
             # The event says what the status now says, at every change worth a line.
             emit = kopf.warn if obs.phase == "Failed" else kopf.info

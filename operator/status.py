@@ -9,7 +9,7 @@ from typing import Any, Literal
 from longreach.contract.common import StatusBase
 from longreach.contract.report import Report
 
-ChildStateName = Literal["pending", "running", "succeeded", "failed", "suspended"]
+ChildStateName = Literal["pending", "queued", "running", "succeeded", "failed", "suspended"]
 TERMINAL = ("Succeeded", "Failed")
 
 
@@ -26,6 +26,8 @@ class ChildState:
     attempts: int = 0
     created: bool = False
     """True when this reconcile has just created the job."""
+    uid: str = ""
+    """The job object's uid (Kueue's Workload carries it as a label)."""
     since: float = 0.0
     """When the job object was created (seconds since the epoch): reports older than that are
     from an earlier job."""
@@ -75,6 +77,8 @@ def phase_of(
         return "Failed", "JobFailed", why
     if child.state == "suspended":
         return "Suspended", "Suspended", "suspended; set spec.suspend=false to resume"
+    if child.state == "queued":
+        return "Waiting", "AwaitingAdmission", child.message
     if child.state == "running":
         return "Running", "Running", said or child.message or "running"
     return "Pending", "Starting", child.message or "waiting for the job's pods to start"

@@ -78,7 +78,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         cp.cleanup()
 
 
-NEEDS_BINARIES = {"control_plane", "helm", "actionlint", "bare_cluster"}
+NEEDS_BINARIES = {"control_plane", "helm", "actionlint", "bare_cluster", "cluster"}
 
 
 @pytest.hookimpl(trylast=True)

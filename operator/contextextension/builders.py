@@ -97,7 +97,7 @@ def node_job(name: str, spec: ContextExtensionSpec, image: str) -> dict[str, Any
     """The Job template of one node: one pod, no retries of its own (the JobSet restarts the
     gang), and exit code 2 (bad input) fails it through its podFailurePolicy."""
     pod = {
-        "metadata": {"labels": parts.labels(KIND, name)},
+        "metadata": parts.pod_metadata(KIND, name, spec),
         "spec": {
             "restartPolicy": "Never",
             "containers": [trainer_container(name, spec, image)],
@@ -129,7 +129,8 @@ def failure_policy(spec: ContextExtensionSpec) -> dict[str, Any]:
         "maxRestarts": spec.maxRestarts,
         "rules": [
             {
-                "name": "bad-input",
+                # JobSet rule names: a letter, then letters, digits or `_,:` (its webhook)
+                "name": "bad_input",
                 "action": "FailJobSet",
                 "onJobFailureReasons": ["PodFailurePolicy"],
             }

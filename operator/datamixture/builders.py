@@ -16,9 +16,9 @@ def _pod(
     name: str, spec: DataMixtureSpec, image: str, container: str, resources: dict[str, Any]
 ) -> dict[str, Any]:
     return {
-        "metadata": {
-            "labels": parts.labels(KIND, name) | {"app.kubernetes.io/component": container}
-        },
+        "metadata": parts.pod_metadata(
+            KIND, name, spec, **{"app.kubernetes.io/component": container}
+        ),
         "spec": {
             "containers": [
                 {

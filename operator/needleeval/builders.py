@@ -17,7 +17,7 @@ def build_job(name: str, namespace: str, spec: NeedleEvalSpec, image: str) -> di
     if r.gpus:
         limits["nvidia.com/gpu"] = str(r.gpus)
     pod = {
-        "metadata": {"labels": parts.labels(KIND, name)},
+        "metadata": parts.pod_metadata(KIND, name, spec),
         "spec": {
             # A restarted pod skips the cells already in cells.jsonl.
             "restartPolicy": "Never",

@@ -32,12 +32,14 @@ def free_port() -> int:
 
 def ensure_binaries() -> None:
     """Build the binaries when missing (first run only; minutes)."""
-    needed = [BIN / "kube-apiserver", BIN / "kubectl", BIN / "etcd", BIN / "helm"]
-    crds = [
+    commands = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd"]
+    commands += ["helm", "actionlint", "kwok", "jobset-controller", "kueue"]
+    needed = [BIN / c for c in commands] + [
         THIRD_PARTY_CRDS / "ray.io_rayjobs.yaml",
         THIRD_PARTY_CRDS / "jobset.x-k8s.io_jobsets.yaml",
+        CACHE / "cluster" / "done",
     ]
-    if not all(p.exists() for p in needed + crds):
+    if not all(p.exists() for p in needed):
         subprocess.run(["bash", str(BUILD_SCRIPT)], check=True)
 
 

@@ -80,7 +80,7 @@ def test_cpu_training_runs_one_process_per_node() -> None:
     job = js["spec"]["replicatedJobs"][0]["template"]["spec"]
     assert job["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
     assert js["spec"]["failurePolicy"]["rules"] == [
-        {"name": "bad-input", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}
+        {"name": "bad_input", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}
     ]
 
 
@@ -116,3 +116,28 @@ def test_local_training_runs_one_process_per_rank_and_torchrun_only_for_several(
     alone = spec.model_copy(update={"resources": spec.resources.model_copy(update={"nodes": 1})})
     job = ["-m", "longreach.jobs.train", "--config", "/tmp/c.json"]
     assert ctx.local_command("/tmp/c.json", alone) == [sys.executable, "-P", *job]
+
+
+def test_pod_labels_and_annotations_reach_every_kinds_pods_and_ours_win() -> None:
+    extra = {
+        "podLabels": {"team": "llm", "app.kubernetes.io/managed-by": "someone-else"},
+        "podAnnotations": {"sidecar.istio.io/inject": "false"},
+    }
+    mix = DataMixtureSpec.model_validate(MIX.model_dump() | extra)
+    ext = ContextExtensionSpec.model_validate(EXT.model_dump() | extra)
+    ev = NeedleEvalSpec.model_validate(EVAL.model_dump() | extra)
+    rayjob = dmix.build_rayjob("m", "ns", mix, "img")["spec"]["rayClusterSpec"]
+    templates = [
+        rayjob["headGroupSpec"]["template"],
+        rayjob["workerGroupSpecs"][0]["template"],
+        ctx.build_jobset("e", "ns", ext, "img")["spec"]["replicatedJobs"][0]["template"]["spec"][
+            "template"
+        ],
+        needle.build_job("n", "ns", ev, "img")["spec"]["template"],
+    ]
+    for t in templates:
+        assert t["metadata"]["labels"]["team"] == "llm"
+        assert t["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "longreach"
+        assert t["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    plain = needle.build_job("n", "ns", EVAL, "img")["spec"]["template"]["metadata"]
+    assert "annotations" not in plain

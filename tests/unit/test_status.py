@@ -214,3 +214,28 @@ def test_the_jobs_warnings_show_as_a_warning_condition() -> None:
         "Waiting",
     ]
     assert "Warning" in status_patch({}, obs, 3)["conditions"][-1]["type"]
+
+
+def test_a_job_kueue_has_not_admitted_waits_naming_the_queue_and_kueues_reason() -> None:
+    from longreach.operator.kueue import waiting_message
+
+    wl = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "QuotaReserved",
+                    "status": "False",
+                    "message": "couldn't assign flavors to pod set node: insufficient unused "
+                    "quota for nvidia.com/gpu in flavor default, 16 more needed",
+                }
+            ]
+        }
+    }
+    said = waiting_message("gpu", "team-a", "JobSet", wl)
+    assert said.startswith("waiting for Kueue to admit the JobSet in LocalQueue team-a/gpu: ")
+    assert "16 more needed" in said
+    assert "no Workload" in waiting_message("gpu", "team-a", "JobSet", None)
+    just_made = waiting_message("gpu", "team-a", "JobSet", None, created=True)
+    assert just_made == "waiting for Kueue to admit the JobSet in LocalQueue team-a/gpu"
+    phase, reason, message = phase_of(ChildState("queued", said), None, False, "m")
+    assert (phase, reason, message) == ("Waiting", "AwaitingAdmission", said)
