@@ -48,7 +48,7 @@ if missing_k8s; then
     echo "require k8s.io/kubernetes $K8S_VERSION"
     grep -E '^\s+k8s.io/[a-z0-9-]+ v0\.0\.0$' "$kube_mod" | awk -v v="$staging_minor" '{print "replace " $1 " => " $1 " " v}'
   } >"$work/go.mod"
-  (cd "$work" && go mod tidy >/dev/null 2>&1 || go mod download)
+  (cd "$work" && { go mod tidy >/dev/null 2>&1 || go mod download; })
   for c in "${K8S_COMMANDS[@]}"; do
     [[ -x "$BIN/$c" ]] || (cd "$work" && go build -trimpath -ldflags="$K8S_LDFLAGS" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c")
   done

