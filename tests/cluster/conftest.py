@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from controlplane.cluster import OperatorProcess
-from controlplane.minicluster import MiniCluster
+from controlplane.minicluster import EXIT_CODE, MiniCluster
 
 from longreach.contract import storage
 from longreach.contract.common import StorageSpec
@@ -134,5 +134,5 @@ def finish_pods(cluster: MiniCluster, namespace: str, selector: str, exit_code: 
     cluster.cp.kubectl(
         "annotate", "pods", "-n", namespace, "-l", selector, "--overwrite",
         "--field-selector=status.phase=Running",
-        f"kwok.longreach.io/exit-code={exit_code}",
+        f"{EXIT_CODE}={exit_code}",
     )  # fmt: skip

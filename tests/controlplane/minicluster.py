@@ -23,7 +23,9 @@ written by the tests where the jobs would write them.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -42,7 +44,6 @@ REPO = Path(__file__).resolve().parents[2]
 CLUSTER_FILES = CACHE / "cluster"
 STAGES = Path(__file__).with_name("kwok-stages.yaml")
 EXIT_CODE = "kwok.longreach.io/exit-code"
-AFTER = "kwok.longreach.io/after"
 KUEUE_METRICS_CERTS = Path("/etc/kueue/metrics/certs")
 QUEUE = "gpu"
 """The ClusterQueue's name, and every LocalQueue's."""
@@ -134,8 +135,6 @@ class MiniCluster:
     # -- processes -------------------------------------------------------------------------
 
     def _run(self, binary: str, *args: str, env: dict[str, str] | None = None) -> None:
-        import os
-
         log = open(self.workdir / f"{binary}.log", "wb")  # noqa: SIM115 - lives with the process
         self.procs[binary] = subprocess.Popen(
             [str(BIN / binary), *args],
@@ -188,8 +187,6 @@ class MiniCluster:
     def _certificates(self) -> str:
         """A CA and a serving certificate for 127.0.0.1 (both controllers' webhook servers
         read tls.crt and tls.key from their certDir); returns the CA bundle, base64."""
-        import base64
-
         d = self.workdir / "certs"
         d.mkdir()
 
