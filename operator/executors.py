@@ -37,8 +37,10 @@ class Executor(Protocol):
         """The job's state, starting it (and its children) first if it does not exist."""
         ...
 
-    async def suspend(self, adapter: AnyAdapter, body: kopf.Body, suspend: bool) -> None:
-        """Suspend (stop, resumable) or resume the job."""
+    async def suspend(
+        self, adapter: AnyAdapter, body: kopf.Body, suspend: bool, child: ChildState
+    ) -> None:
+        """Suspend (stop, resumable) or resume the job `child` (its state as `ensure` read it)."""
         ...
 
     async def stop(self, adapter: AnyAdapter, body: kopf.Body) -> None:
@@ -94,14 +96,14 @@ class KubernetesExecutor:
         message = kueue.waiting_message(spec.queueName, namespace, kind, wl, child.created)
         return replace(child, state="queued", message=message)
 
-    async def suspend(self, adapter: AnyAdapter, body: kopf.Body, suspend: bool) -> None:
+    async def suspend(
+        self, adapter: AnyAdapter, body: kopf.Body, suspend: bool, child: ChildState
+    ) -> None:
         """Suspend or resume the job; a queued job through its Kueue Workload (Kueue resumes
         an admitted job that anyone else suspends)."""
         job, namespace, name = adapter.job, body.metadata.namespace, body.metadata.name
-        if body.spec.get("queueName"):
-            child = await self.kube.get(job.api_version, job.kind, namespace, name)
-            uid = (child or {}).get("metadata", {}).get("uid", "")
-            wl = await kueue.workload(self.kube, namespace, uid) if uid else None
+        if body.spec.get("queueName") and child.uid:
+            wl = await kueue.workload(self.kube, namespace, child.uid)
             if wl is not None:
                 await kueue.set_active(self.kube, wl, not suspend)
                 return
@@ -162,7 +164,9 @@ class LocalExecutor:
         (d / "pid").write_text(str(proc.pid))
         (d / "attempts").write_text(str(_attempts(d) + 1))
 
-    async def suspend(self, adapter: AnyAdapter, body: kopf.Body, suspend: bool) -> None:
+    async def suspend(
+        self, adapter: AnyAdapter, body: kopf.Body, suspend: bool, child: ChildState
+    ) -> None:
         d = self.folder(adapter, body)
         if suspend:
             (d / "suspended").touch()

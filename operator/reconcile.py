@@ -332,7 +332,7 @@ class Reconciler:
         """spec.suspend, passed on to a job that has not finished."""
         finished = child.state in ("succeeded", "failed")
         if not finished and spec.suspend != (child.state == "suspended"):
-            await self.executor.suspend(self.adapter, body, spec.suspend)
+            await self.executor.suspend(self.adapter, body, spec.suspend, child)
 
     async def enforce_deadline(self, body: kopf.Body, now: Current, spec: Any) -> None:
         """activeDeadlineSeconds: stop the job and fail once it has run longer than allowed."""

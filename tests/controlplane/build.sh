@@ -32,16 +32,17 @@ done
 K8S_STAMP="$BIN/.k8s-$K8S_VERSION-versioned"
 [[ -f "$K8S_STAMP" ]] || for c in "${K8S_COMMANDS[@]}"; do rm -f "$BIN/$c"; done
 missing_k8s() { for c in "${K8S_COMMANDS[@]}"; do [[ -x "$BIN/$c" ]] || return 0; done; return 1; }
-# The directory of a module version in the go command's module cache (downloaded when absent).
-module_dir() { go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
+# A module version's directory (Dir) or go.mod (GoMod) in the go command's module cache,
+# downloaded when absent.
+module_path() { go mod download -json "$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['${2:-Dir}'])"; }
+module_dir() { module_path "$1" Dir; }
 
 if missing_k8s; then
   # k8s.io/kubernetes publishes k8s.io/<staging> v0.0.0 requirements: point each at v0.Y.Z.
   work="$CACHE/tools-src"
   rm -rf "$work" && mkdir -p "$work" && cp "$HERE/tools/tools.go" "$work/"
   staging_minor="v0.${K8S_VERSION#v1.}"
-  # The module's go.mod, fetched by the go command into its module cache.
-  kube_mod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  kube_mod=$(module_path "k8s.io/kubernetes@$K8S_VERSION" GoMod)
   {
     echo "module longreach.io/controlplane-tools"
     echo "go 1.24.0"
@@ -79,8 +80,8 @@ fi
 
 # etcd from its Go module, at the version the API server's own go.mod requires
 if [[ ! -x "$BIN/etcd" || -L "$BIN/etcd" ]]; then
-  kube_mod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-  etcd_version=$(sed -n 's/^\s*go.etcd.io\/etcd\/client\/v3 \(v[0-9.]*\).*/\1/p' "$kube_mod")
+  etcd_version=$(sed -n 's/^\s*go.etcd.io\/etcd\/client\/v3 \(v[0-9.]*\).*/\1/p' \
+    "$(module_path "k8s.io/kubernetes@$K8S_VERSION" GoMod)")
   work="$CACHE/etcd-src"
   rm -rf "$work" && mkdir -p "$work" && cp "$HERE/tools/etcd/main.go" "$work/"
   printf 'module longreach.io/etcd\ngo 1.24.0\nrequire go.etcd.io/etcd/server/v3 %s\n' "$etcd_version" >"$work/go.mod"
