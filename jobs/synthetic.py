@@ -12,7 +12,7 @@ from pathlib import Path
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 
-_SYLLABLES = (  # noqa: SIM905 - a word list reads better as one string
+SYLLABLES = (  # noqa: SIM905 - a word list reads better as one string
     "ka lo mi ra te su no ve da pi an el or is us en at ly ing er tion pre con de com "
     "pro sta tri gra ble ment ness ous ful ive ward"
 ).split()
@@ -66,7 +66,7 @@ def _vocabulary() -> list[str]:
             "this",
             "from",
         ]
-        made = {"".join(rng.choices(_SYLLABLES, k=rng.randint(1, 4))) for _ in range(3000)}
+        made = {"".join(rng.choices(SYLLABLES, k=rng.randint(1, 4))) for _ in range(3000)}
         _VOCAB.extend(common + sorted(made - set(common)))
     return _VOCAB
 

@@ -66,9 +66,17 @@ def test_demo_runs_the_recipe_and_resumes_after_ctrl_c(tmp_path: Path) -> None:
         config["rope_parameters"]["rope_theta"] == 200000
         and config["max_position_embeddings"] >= 1024
     )
-    results = json.loads((demo / "needle" / "results.json").read_text())
-    assert len(results["cells"]) == 12
-    assert (demo / "needle" / "heatmap.png").stat().st_size > 10_000
+    for grid in ("base-needle", "needle"):
+        results = json.loads((demo / grid / "results.json").read_text())
+        assert len(results["cells"]) == 15
+        assert (demo / grid / "heatmap.png").stat().st_size > 10_000
+    # The base model retrieves within its 512 positions: the paper's needle is copied, words
+    # its pretraining never used ("sandwich", "sunny") included.
+    base = json.loads((demo / "base-needle" / "results.json").read_text())
+    within = [c for c in base["cells"] if not c["extrapolated"]]
+    assert len(within) == 6, [c["length"] for c in within]
+    assert sum(c["score"] for c in within) / len(within) >= 70, within
+    assert sum("eat a sandwich" in c["response"] for c in within) >= 5, within
     assert "needle score" in out2 and "heatmap" in out2 and "long-document tokens" in out2
 
 

@@ -79,16 +79,22 @@ def test_references_resolve_within_the_file(path: Path) -> None:
 @pytest.mark.unit
 def test_quickstart_is_local_and_tiny() -> None:
     resources = specs(EXAMPLES / "quickstart.yaml")
-    assert [k for k, _ in resources] == ["DataMixture", "ContextExtension", "NeedleEval"]
+    kinds = ["DataMixture", "ContextExtension", "NeedleEval", "NeedleEval"]
+    assert [k for k, _ in resources] == kinds
     for spec in resources.values():
         uris = [spec.output.uri]
         uris += [s.uri for s in getattr(spec, "sources", [])]
         # Relative: `longreach run` puts them inside the artifact directory.
         assert all(not u.startswith(("/", "s3://", "file://")) for u in uris), uris
-    (_, mixture), (_, extension), (_, needle) = resources.items()
+    (_, mixture), (_, extension), (_, base), (_, needle) = resources.items()
     assert mixture.totalTokens <= 1_000_000 and extension.training.tokens <= mixture.totalTokens
-    assert extension.resources.gpusPerNode == 0 and needle.resources.gpus == 0
-    assert len(needle.lengths.resolve()) * len(needle.depths.resolve()) <= 20
+    assert extension.resources.gpusPerNode == 0
+    # the base model's grid and the extended model's: the same cells, so they compare
+    assert base.model.uri == extension.model.uri and needle.model.contextExtensionRef
+    for grid in (base, needle):
+        assert grid.resources.gpus == 0
+        assert grid.lengths.resolve() == needle.lengths.resolve()
+        assert len(grid.lengths.resolve()) * len(grid.depths.resolve()) <= 20
 
 
 @pytest.mark.unit

@@ -30,7 +30,8 @@ def test_plan_prints_the_estimate_and_exit_code(
 
 def test_run_orders_by_dependency_and_resolves_relative_paths() -> None:
     resources = load(str(EXAMPLES / "quickstart.yaml"), "/art")
-    assert [r.kind for r in resources] == ["DataMixture", "ContextExtension", "NeedleEval"]
+    kinds = ["DataMixture", "ContextExtension", "NeedleEval", "NeedleEval"]
+    assert [r.kind for r in resources] == kinds
     assert resources[0].spec.output.uri.startswith("/art/")
     assert (
         resolve("s3://b/x", "/art") == "s3://b/x"
