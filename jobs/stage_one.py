@@ -16,7 +16,7 @@ The pretraining corpus is generated afresh for every batch (nothing is downloade
 
 Loss: next-token loss (prose 0.05; answers and the copies in recurring spans 1.0), plus
 **attention guidance**. From next-token loss alone, two-layer models on two cores did not form
-the copying circuit (an induction head) within a few thousand steps (SCIENCE-NOTES.md): the
+the copying circuit (an induction head) within a few thousand steps (docs/stage-one.md): the
 circuit needs two heads at once, one that looks at the previous token and one that matches it,
 and neither helps the loss without the other. Guidance states the circuit's attention pattern
 as a loss: in the first layer head 0 attends to the previous token and head 1 to the one before
