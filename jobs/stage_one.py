@@ -40,7 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from longreach.contract.needleeval import PAPER_ANSWER, PAPER_NEEDLE, PAPER_PROMPT, PAPER_QUESTION
-from longreach.jobs.synthetic import SYLLABLES, build_tokenizer, sentences, words
+from longreach.jobs.synthetic import (
+    SYLLABLES,
+    build_tokenizer,
+    sentences,
+    tiny_llama_config,
+    words,
+)
 
 FACT = "The best thing to do in {place} is {activity}"
 QUESTION = "What is the best thing to do in {place}?"
@@ -106,6 +112,8 @@ class Corpus:
         self.rng = random.Random(config.seed)
         # the template's tokens and a little slack: what a fact document spends besides prose
         self.frame = len(self.encode(PAPER_PROMPT.format(context="", question=QUESTION))) + 8
+        # the answer's tokens before the place: " The best thing to do in"
+        self.n_head = len(self.encode(" " + FACT.split(" {place}")[0]))
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
@@ -164,11 +172,10 @@ class Corpus:
         name = [i for i, (s, e) in enumerate(spans) if s < asked + len(names[0]) + 1 and e > asked]
         ids = prompt + answer
         source = [-1] * len(ids)
-        n_head = len(self.encode(" " + FACT.split(" {place}")[0]))
         # answer token t is predicted at len(prompt) + t - 1 and copies fact token t, except
         # the place's tokens, copied from the question
         for t in range(1, len(answer) - 1):
-            k = t - n_head
+            k = t - self.n_head
             source[len(prompt) + t - 1] = name[k] if 0 <= k < len(name) else fact + t
         return ids, [0.05] * len(prompt) + [1.0] * len(answer), source
 
@@ -201,22 +208,16 @@ class Corpus:
 def build_model(config: StageOne, tokenizer: Any) -> Any:
     """A randomly initialised Llama; eager attention, so the guided heads' weights come out."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(config.seed)
-    llama = LlamaConfig(
-        vocab_size=len(tokenizer),
+    llama = tiny_llama_config(
+        tokenizer,
         hidden_size=config.hidden_size,
-        intermediate_size=4 * config.hidden_size,
-        num_hidden_layers=config.layers,
-        num_attention_heads=config.heads,
-        num_key_value_heads=config.heads,
+        layers=config.layers,
+        heads=config.heads,
+        kv_heads=config.heads,
         max_position_embeddings=config.max_positions,
-        rope_theta=10000.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
     )
     return LlamaForCausalLM._from_config(llama, attn_implementation="eager")
 
@@ -308,7 +309,6 @@ def train(
     from transformers import AutoTokenizer
 
     out = Path(out)
-    torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     build_tokenizer(out, tokenizer_texts(rng), vocab_size=config.vocab_size)
     tokenizer = AutoTokenizer.from_pretrained(str(out))

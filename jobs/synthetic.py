@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 
@@ -101,6 +102,35 @@ def build_tokenizer(
     return out
 
 
+def tiny_llama_config(
+    tokenizer: Any,
+    *,
+    hidden_size: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    max_position_embeddings: int,
+    rope_theta: float = 10000.0,
+) -> Any:
+    """A small LlamaConfig for `tokenizer` (its vocabulary and special tokens); MLP 4x hidden."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_position_embeddings,
+        rope_theta=rope_theta,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
 def build_tiny_llama(
     out_dir: str | Path,
     tokenizer_dir: str | Path,
@@ -115,22 +145,17 @@ def build_tiny_llama(
 ) -> Path:
     """A randomly initialised Llama from a config, saved with its tokenizer as a model folder."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    config = tiny_llama_config(
+        tokenizer,
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 4,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
+        layers=layers,
+        heads=heads,
+        kv_heads=kv_heads,
         max_position_embeddings=max_position_embeddings,
         rope_theta=rope_theta,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from longreach.jobs.demo import BASE_MODEL
-from longreach.jobs.stage_one import Corpus, StageOne, needle_scores, tokenizer_texts, train
-from longreach.jobs.synthetic import build_tokenizer, sentences
+from longreach.jobs.stage_one import Corpus, StageOne, needle_scores, train
+from longreach.jobs.synthetic import sentences
 
 # Another fact in the needle's form: the model must answer from the context, not from memory.
 OTHER_NEEDLE = "The best thing to do in San Francisco is ride a green tram past the old harbor."
@@ -20,12 +20,11 @@ OTHER_ANSWER = "ride a green tram past the old harbor."
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def tokenizer():  # type: ignore[no-untyped-def]
+    """The tokenizer stage one built for the shipped model."""
     from transformers import AutoTokenizer
 
-    out = tmp_path_factory.mktemp("tokenizer")
-    build_tokenizer(out, tokenizer_texts(random.Random(0)), vocab_size=1024)
-    return AutoTokenizer.from_pretrained(str(out))
+    return AutoTokenizer.from_pretrained(str(BASE_MODEL))
 
 
 @pytest.mark.unit
